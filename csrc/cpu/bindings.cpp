@@ -1,0 +1,16 @@
+// The fastdistill._C module: each op family registers its functions here.
+#include <omp.h>
+
+#include "common.h"
+
+namespace fd {
+void bind_simd(py::module_& m);
+void bind_prune(py::module_& m);
+}  // namespace fd
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastdistill native CPU kernels (C++17, OpenMP, run-time SIMD dispatch)";
+  m.def("max_threads", [] { return omp_get_max_threads(); }, "OpenMP's default thread count.");
+  fd::bind_simd(m);
+  fd::bind_prune(m);
+}

@@ -1,0 +1,276 @@
+// Magnitude pruning by exact O(n) selection on the magnitude's bit pattern (two radix-histogram passes, then one
+// pass that writes the mask and optionally zeroes in place), over one or many tensors, and N:M masks.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common.h"
+#include "prune_isa.h"
+
+namespace fd {
+namespace {
+
+constexpr int64_t kMinChunk = 1 << 15;   // below this a range is not worth a thread
+constexpr int64_t kMaxChunk = 1LL << 30;  // keeps per-thread uint32 histogram counts far from overflow
+constexpr int kHiBins = 1 << 15;          // key >> 16 (key has 31 bits)
+constexpr int kLoBins = 1 << 16;          // key & 0xffff
+
+struct Source {
+  char* data;
+  int64_t n;
+  DType dtype;
+  uint8_t* mask;  // may be null
+};
+
+struct Chunk {
+  int src;
+  int64_t begin, end;
+};
+
+int64_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
+
+std::vector<Chunk> make_chunks(const std::vector<Source>& srcs, int nthreads) {
+  std::vector<Chunk> chunks;
+  for (int s = 0; s < static_cast<int>(srcs.size()); ++s) {
+    const int64_t n = srcs[s].n;
+    if (n == 0) continue;
+    int64_t parts = std::min<int64_t>(nthreads, (n + kMinChunk - 1) / kMinChunk);
+    parts = std::max<int64_t>(parts, (n + kMaxChunk - 1) / kMaxChunk);
+    for (int64_t c = 0; c < parts; ++c) chunks.push_back({s, n * c / parts, n * (c + 1) / parts});
+  }
+  return chunks;
+}
+
+const void* chunk_ptr(const std::vector<Source>& srcs, const Chunk& c) {
+  return srcs[c.src].data + c.begin * elem_size(srcs[c.src].dtype);
+}
+
+// Per-thread histograms over all chunks, summed into 64-bit global counts.
+template <typename Fill>
+std::vector<int64_t> histogram(const std::vector<Chunk>& chunks, int bins, int nthreads, Fill fill) {
+  std::vector<int64_t> total(bins, 0);
+  const int64_t nchunks = static_cast<int64_t>(chunks.size());
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<uint32_t> local(bins, 0);
+    int64_t pending = 0;
+    auto flush = [&] {
+#pragma omp critical(fd_hist)
+      for (int b = 0; b < bins; ++b) total[b] += local[b];
+      std::fill(local.begin(), local.end(), 0u);
+      pending = 0;
+    };
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t len = chunks[c].end - chunks[c].begin;
+      if (pending + len > (1LL << 31)) flush();
+      fill(chunks[c], local.data());
+      pending += len;
+    }
+    flush();
+  }
+  return total;
+}
+
+// Index of the bin that holds the k-th smallest element (1-based k); *below = elements in earlier bins.
+int find_bin(const std::vector<int64_t>& hist, int64_t k, int64_t* below) {
+  int64_t cum = 0;
+  for (int b = 0; b < static_cast<int>(hist.size()); ++b) {
+    if (cum + hist[b] >= k) {
+      *below = cum;
+      return b;
+    }
+    cum += hist[b];
+  }
+  throw std::logic_error("fastdistill: histogram holds fewer than k elements");
+}
+
+int64_t count_nans(const std::vector<Source>& srcs, const std::vector<Chunk>& chunks, int nthreads,
+                   const PruneLeaves& leaf) {
+  int64_t nans = 0;
+  const int64_t nchunks = static_cast<int64_t>(chunks.size());
+#pragma omp parallel for num_threads(nthreads) reduction(+ : nans) schedule(static)
+  for (int64_t c = 0; c < nchunks; ++c)
+    nans += leaf.count_nan(chunk_ptr(srcs, chunks[c]), chunks[c].end - chunks[c].begin, srcs[chunks[c].src].dtype);
+  return nans;
+}
+
+void raise_if_nan(int64_t nans) {
+  if (nans)
+    throw py::value_error("x contains " + std::to_string(nans) + " NaN value(s); magnitude pruning needs finite or "
+                          "infinite values");
+}
+
+struct Selection {
+  uint32_t key;    // magnitude key of the k-th smallest element (0 when k == 0)
+  int64_t less;    // elements with a smaller key
+  int64_t equal;   // elements with exactly this key
+};
+
+// Exact k-th smallest magnitude key over all sources (1 <= k <= total). Raises ValueError on NaN.
+Selection select_kth(const std::vector<Source>& srcs, const std::vector<Chunk>& chunks, int64_t k, int nthreads,
+                     const PruneLeaves& leaf) {
+  auto hi_hist = histogram(chunks, kHiBins, nthreads, [&](const Chunk& c, uint32_t* h) {
+    leaf.hist_hi(chunk_ptr(srcs, c), c.end - c.begin, srcs[c.src].dtype, h);
+  });
+  // Bin 0x7f80 holds +inf and some NaNs, the bins above it only NaNs: count exactly only when needed.
+  int64_t maybe_nan = 0;
+  for (int b = 0x7f80; b < kHiBins; ++b) maybe_nan += hi_hist[b];
+  if (maybe_nan) {
+    raise_if_nan(count_nans(srcs, chunks, nthreads, leaf));
+  }
+  int64_t below_hi = 0;
+  const uint32_t hi = static_cast<uint32_t>(find_bin(hi_hist, k, &below_hi));
+  auto lo_hist = histogram(chunks, kLoBins, nthreads, [&](const Chunk& c, uint32_t* h) {
+    leaf.hist_lo(chunk_ptr(srcs, c), c.end - c.begin, srcs[c.src].dtype, hi, h);
+  });
+  int64_t below_lo = 0;
+  const uint32_t lo = static_cast<uint32_t>(find_bin(lo_hist, k - below_hi, &below_lo));
+  return {(hi << 16) | lo, below_hi + below_lo, lo_hist[lo]};
+}
+
+std::vector<Source> parse_sources(const py::list& arrays, const py::object& masks, bool inplace,
+                                  std::vector<py::array>& keep) {
+  std::vector<Source> srcs;
+  const bool with_masks = !masks.is_none();
+  py::list mask_list = with_masks ? masks.cast<py::list>() : py::list();
+  if (with_masks && mask_list.size() != arrays.size())
+    throw py::value_error("masks: expected one mask per array (" + std::to_string(arrays.size()) + "), got " +
+                          std::to_string(mask_list.size()));
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    auto a = py::array::ensure(arrays[i]);
+    if (!a) throw py::type_error("arrays[" + std::to_string(i) + "]: expected a numpy array");
+    const std::string name = "arrays[" + std::to_string(i) + "]";
+    const DType dt = float_dtype_of(a, name.c_str());
+    require_c_contiguous(a, name.c_str());
+    if (inplace) require_writeable(a, name.c_str());
+    Source s{static_cast<char*>(const_cast<void*>(a.data())), static_cast<int64_t>(a.size()), dt, nullptr};
+    keep.push_back(a);
+    if (with_masks) {
+      auto m = py::array::ensure(mask_list[i]);
+      const std::string mname = "masks[" + std::to_string(i) + "]";
+      if (!m || m.itemsize() != 1 || (m.dtype().kind() != 'b' && m.dtype().kind() != 'u'))
+        throw py::type_error(mname + ": expected a bool or uint8 array");
+      require_c_contiguous(m, mname.c_str());
+      require_writeable(m, mname.c_str());
+      if (m.size() != a.size())
+        throw py::value_error(mname + ": expected " + std::to_string(a.size()) + " elements, got " +
+                              std::to_string(m.size()));
+      s.mask = static_cast<uint8_t*>(m.mutable_data());
+      keep.push_back(m);
+    }
+    srcs.push_back(s);
+  }
+  return srcs;
+}
+
+// Selects the k smallest magnitudes over all arrays (ties in array order, then index order) and, when masks are
+// given or inplace is set, writes the keep-masks and/or zeroes the pruned elements. Returns (key, less, equal) of
+// the k-th smallest magnitude; key is 0 and less/equal are 0 when k == 0.
+py::tuple magnitude_prune(const py::list& arrays, int64_t k, const py::object& masks, bool inplace, int nthreads) {
+  std::vector<py::array> keep;
+  auto srcs = parse_sources(arrays, masks, inplace, keep);
+  int64_t total = 0;
+  for (const auto& s : srcs) total += s.n;
+  if (k < 0 || k > total)
+    throw py::value_error("k: expected 0 <= k <= " + std::to_string(total) + " (number of elements), got " +
+                          std::to_string(k));
+  nthreads = clamp_threads(nthreads);
+  const PruneLeaves leaf = prune_leaves();
+  Selection sel{0, 0, 0};
+  {
+    py::gil_scoped_release nogil;
+    const auto chunks = make_chunks(srcs, nthreads);
+    uint32_t lo;  // keep key >= lo, then prune `tie_prune` of the keys == lo in order
+    int64_t tie_prune = 0;
+    if (k == 0 || k == total) {
+      raise_if_nan(count_nans(srcs, chunks, nthreads, leaf));
+      if (k == total && total > 0) {
+        // The threshold is the largest key; find it through the same selection (cheap relative to the mask pass).
+        sel = select_kth(srcs, chunks, k, nthreads, leaf);
+      }
+      lo = k == 0 ? 0u : std::numeric_limits<uint32_t>::max();
+    } else {
+      sel = select_kth(srcs, chunks, k, nthreads, leaf);
+      tie_prune = k - sel.less;
+      if (tie_prune == sel.equal) {
+        lo = sel.key + 1;
+        tie_prune = 0;
+      } else {
+        lo = sel.key;
+      }
+    }
+    const bool write = inplace || !masks.is_none();
+    if (write) {
+      const int64_t nchunks = static_cast<int64_t>(chunks.size());
+      std::vector<int64_t> ties(nchunks, 0);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+      for (int64_t c = 0; c < nchunks; ++c) {
+        const Chunk& ch = chunks[c];
+        const Source& s = srcs[ch.src];
+        ties[c] = leaf.write_mask(s.data + ch.begin * elem_size(s.dtype), ch.end - ch.begin, s.dtype, lo,
+                                  s.mask ? s.mask + ch.begin : nullptr, inplace);
+      }
+      if (tie_prune > 0) {
+        std::vector<int64_t> take(nchunks, 0);
+        int64_t remaining = tie_prune;
+        for (int64_t c = 0; c < nchunks && remaining > 0; ++c) {
+          take[c] = std::min(ties[c], remaining);
+          remaining -= take[c];
+        }
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+        for (int64_t c = 0; c < nchunks; ++c)
+          if (take[c] > 0) {
+            const Chunk& ch = chunks[c];
+            const Source& s = srcs[ch.src];
+            leaf.prune_ties(s.data + ch.begin * elem_size(s.dtype), ch.end - ch.begin, s.dtype, lo, take[c],
+                            s.mask ? s.mask + ch.begin : nullptr, inplace);
+          }
+      }
+    }
+  }
+  return py::make_tuple(sel.key, sel.less, sel.equal);
+}
+
+// N:M mask of a C-contiguous array viewed as (groups, m): keeps the n largest magnitudes of each row of m.
+void nm_mask(const py::array& x, int64_t n, int64_t m, const py::array& mask, int nthreads) {
+  const DType dt = float_dtype_of(x, "x");
+  require_c_contiguous(x, "x");
+  require_c_contiguous(mask, "mask");
+  require_writeable(mask, "mask");
+  if (m < 1 || m > 64) throw py::value_error("m: expected 1 <= m <= 64, got " + std::to_string(m));
+  if (n < 0 || n > m) throw py::value_error("n: expected 0 <= n <= m, got " + std::to_string(n));
+  if (x.size() % m) throw py::value_error("x: size " + std::to_string(x.size()) + " is not a multiple of m");
+  if (mask.itemsize() != 1 || mask.size() != x.size())
+    throw py::value_error("mask: expected a 1-byte array with as many elements as x");
+  const int64_t groups = x.size() / m;
+  const PruneLeaves leaf = prune_leaves();
+  const void* src = x.data();
+  auto* out = static_cast<uint8_t*>(const_cast<void*>(mask.data()));
+  py::gil_scoped_release nogil;
+  const int64_t per = std::max<int64_t>(1, kMinChunk / m);
+  const int64_t nblocks = (groups + per - 1) / per;
+  const int64_t esz = elem_size(dt);
+  const std::vector<Source> whole{{static_cast<char*>(const_cast<void*>(src)), x.size(), dt, nullptr}};
+  raise_if_nan(count_nans(whole, make_chunks(whole, clamp_threads(nthreads)), clamp_threads(nthreads), leaf));
+#pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t g0 = b * per, g1 = std::min(groups, g0 + per);
+    leaf.nm_mask(static_cast<const char*>(src) + g0 * m * esz, g1 - g0, m, n, dt, out + g0 * m);
+  }
+}
+}  // namespace
+
+void bind_prune(py::module_& m) {
+  m.def("magnitude_prune", &magnitude_prune, py::arg("arrays"), py::arg("k"), py::arg("masks") = py::none(),
+        py::arg("inplace") = false, py::arg("nthreads") = 1,
+        "Exact selection of the k smallest magnitudes over a list of float arrays (float32, float16, or uint16 "
+        "holding bfloat16 bits); writes keep-masks and/or zeroes in place. Returns (key, less, equal) of the k-th "
+        "smallest magnitude's fp32 bit pattern.");
+  m.def("nm_mask", &nm_mask, py::arg("x"), py::arg("n"), py::arg("m"), py::arg("mask"), py::arg("nthreads") = 1,
+        "N:M keep-mask over contiguous groups of m elements (ties keep the lower index).");
+}
+}  // namespace fd

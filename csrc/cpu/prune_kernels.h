@@ -1,0 +1,171 @@
+// Leaf kernels of magnitude pruning, written once as plain loops that the compiler vectorizes. This header is
+// compiled three times (prune_scalar.cpp, prune_avx2.cpp, prune_avx512.cpp), each time inside its own namespace
+// and `#pragma GCC target`, so one binary carries every SIMD level and picks one at run time.
+//
+// Elements are compared by their *magnitude key*: the fp32 bit pattern of |x| (sign bit cleared). For non-negative
+// floats the unsigned order of the bit patterns is the numeric order, inf is 0x7f800000 and every NaN is above it.
+// fp16 and bf16 are widened to the fp32 pattern exactly, so tensors of mixed dtypes share one key space.
+//
+// Expects, before inclusion: <cstdint>, <cstring>, "common.h"; and FD_ISA_NAMESPACE defined.
+
+namespace fd {
+namespace FD_ISA_NAMESPACE {
+
+template <DType D> struct Storage;
+template <> struct Storage<DType::F32> { using type = uint32_t; };
+template <> struct Storage<DType::F16> { using type = uint16_t; };
+template <> struct Storage<DType::BF16> { using type = uint16_t; };
+
+template <DType D>
+static inline uint32_t magnitude_key(typename Storage<D>::type bits) {
+  if constexpr (D == DType::F32) {
+    return bits & 0x7fffffffu;
+  } else if constexpr (D == DType::BF16) {
+    return static_cast<uint32_t>(bits & 0x7fffu) << 16;
+  } else {
+    // fp16 -> fp32 bit pattern, branch-free so it vectorizes. Subnormals go through an exact int->float
+    // conversion (never through an fp32 denormal, which DAZ would flush).
+    const uint32_t h = bits & 0x7fffu;
+    const uint32_t normal = (h << 13) + 0x38000000u;
+    const uint32_t sub = __builtin_bit_cast(uint32_t, static_cast<float>(static_cast<int32_t>(h)) * 0x1p-24f);
+    const uint32_t infnan = (h << 13) | 0x7f800000u;
+    return h < 0x400u ? sub : (h >= 0x7c00u ? infnan : normal);
+  }
+}
+
+constexpr int64_t kBlock = 64;  // elements per vectorized block before a (rare) scalar follow-up
+
+// Histogram of key >> 16 (32768 bins) over one range.
+template <DType D>
+static void hist_hi_t(const void* data, int64_t n, uint32_t* hist) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint32_t a = magnitude_key<D>(p[i]) >> 16, b = magnitude_key<D>(p[i + 1]) >> 16;
+    const uint32_t c = magnitude_key<D>(p[i + 2]) >> 16, d = magnitude_key<D>(p[i + 3]) >> 16;
+    ++hist[a]; ++hist[b]; ++hist[c]; ++hist[d];
+  }
+  for (; i < n; ++i) ++hist[magnitude_key<D>(p[i]) >> 16];
+}
+
+// Histogram of key & 0xffff (65536 bins) over the elements whose key >> 16 == hi.
+template <DType D>
+static void hist_lo_t(const void* data, int64_t n, uint32_t hi, uint32_t* hist) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = b + kBlock < n ? b + kBlock : n;
+    uint32_t hits = 0;
+    for (int64_t i = b; i < e; ++i) hits |= (magnitude_key<D>(p[i]) >> 16) == hi;
+    if (!hits) continue;
+    for (int64_t i = b; i < e; ++i) {
+      const uint32_t k = magnitude_key<D>(p[i]);
+      if ((k >> 16) == hi) ++hist[k & 0xffffu];
+    }
+  }
+}
+
+template <DType D>
+static int64_t count_nan_t(const void* data, int64_t n) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) count += magnitude_key<D>(p[i]) > 0x7f800000u;
+  return count;
+}
+
+// mask[i] = key >= lo; if zero_out, x[i] = 0 where key < lo. Returns how many keys equal lo (the ties, which this
+// pass keeps; the caller prunes the first of them in index order).
+template <DType D>
+static int64_t write_mask_t(void* data, int64_t n, uint32_t lo, uint8_t* mask, bool zero_out) {
+  using S = typename Storage<D>::type;
+  auto* p = static_cast<S*>(data);
+  int64_t ties = 0;
+  if (mask && zero_out) {
+    for (int64_t i = 0; i < n; ++i) {
+      const S v = p[i];
+      const uint32_t k = magnitude_key<D>(v);
+      mask[i] = k >= lo;
+      ties += k == lo;
+      p[i] = k < lo ? S(0) : v;
+    }
+  } else if (mask) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t k = magnitude_key<D>(p[i]);
+      mask[i] = k >= lo;
+      ties += k == lo;
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const S v = p[i];
+      const uint32_t k = magnitude_key<D>(v);
+      ties += k == lo;
+      p[i] = k < lo ? S(0) : v;
+    }
+  }
+  return ties;
+}
+
+// Prunes the first `count` elements whose key equals `key` (the boundary ties, in index order).
+template <DType D>
+static void prune_ties_t(void* data, int64_t n, uint32_t key, int64_t count, uint8_t* mask, bool zero_out) {
+  using S = typename Storage<D>::type;
+  auto* p = static_cast<S*>(data);
+  for (int64_t i = 0; i < n && count > 0; ++i) {
+    if (magnitude_key<D>(p[i]) != key) continue;
+    if (mask) mask[i] = 0;
+    if (zero_out) p[i] = S(0);
+    --count;
+  }
+}
+
+// N:M mask for `groups` contiguous groups of m elements: keep the n largest magnitudes of each group; among equal
+// magnitudes the lower index is kept. O(m^2) per group, meant for m <= 64.
+template <DType D>
+static void nm_mask_t(const void* data, int64_t groups, int64_t m, int64_t n, uint8_t* mask) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  uint32_t keys[64];
+  for (int64_t g = 0; g < groups; ++g) {
+    const auto* q = p + g * m;
+    uint8_t* out = mask + g * m;
+    for (int64_t j = 0; j < m; ++j) keys[j] = magnitude_key<D>(q[j]);
+    for (int64_t j = 0; j < m; ++j) {
+      const uint32_t kj = keys[j];
+      int64_t rank = 0;  // how many elements of the group beat element j
+      for (int64_t i = 0; i < m; ++i) rank += (keys[i] > kj) | ((keys[i] == kj) & (i < j));
+      out[j] = rank < n;
+    }
+  }
+}
+
+#define FD_DTYPE_SWITCH(dt, CALL)                      \
+  switch (dt) {                                        \
+    case DType::F32: { constexpr DType D_ = DType::F32; CALL; } break;  \
+    case DType::F16: { constexpr DType D_ = DType::F16; CALL; } break;  \
+    default: { constexpr DType D_ = DType::BF16; CALL; } break;         \
+  }
+
+void hist_hi(const void* data, int64_t n, DType dt, uint32_t* hist) {
+  FD_DTYPE_SWITCH(dt, hist_hi_t<D_>(data, n, hist))
+}
+void hist_lo(const void* data, int64_t n, DType dt, uint32_t hi, uint32_t* hist) {
+  FD_DTYPE_SWITCH(dt, hist_lo_t<D_>(data, n, hi, hist))
+}
+int64_t count_nan(const void* data, int64_t n, DType dt) {
+  int64_t r = 0;
+  FD_DTYPE_SWITCH(dt, r = count_nan_t<D_>(data, n))
+  return r;
+}
+int64_t write_mask(void* data, int64_t n, DType dt, uint32_t lo, uint8_t* mask, bool zero_out) {
+  int64_t r = 0;
+  FD_DTYPE_SWITCH(dt, r = write_mask_t<D_>(data, n, lo, mask, zero_out))
+  return r;
+}
+void prune_ties(void* data, int64_t n, DType dt, uint32_t key, int64_t count, uint8_t* mask, bool zero_out) {
+  FD_DTYPE_SWITCH(dt, prune_ties_t<D_>(data, n, key, count, mask, zero_out))
+}
+void nm_mask(const void* data, int64_t groups, int64_t m, int64_t n, DType dt, uint8_t* mask) {
+  FD_DTYPE_SWITCH(dt, nm_mask_t<D_>(data, groups, m, n, mask))
+}
+#undef FD_DTYPE_SWITCH
+
+}  // namespace FD_ISA_NAMESPACE
+}  // namespace fd

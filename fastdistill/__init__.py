@@ -1,0 +1,34 @@
+"""fastdistill: fast, natively accelerated building blocks for model distillation and compression.
+
+Ops accept torch tensors (CPU or CUDA) and numpy arrays and return the same kind. Each op runs on the fastest
+backend that can serve its inputs (C++ > Numba > pure torch on CPU; CUDA > pure torch on GPU); force one with
+:func:`set_backend`, :func:`use_backend` or ``FASTDISTILL_BACKEND``. ``fastdistill.info()`` says what is built.
+"""
+__version__ = "0.1.0"
+
+from ._dispatch import BackendError, get_backend, set_backend, use_backend
+from ._info import info
+from .pruning import (
+    channel_mask,
+    global_magnitude_masks,
+    magnitude_mask,
+    magnitude_threshold,
+    nm_mask,
+    prune_,
+    random_mask,
+)
+
+__all__ = [
+    "BackendError",
+    "channel_mask",
+    "get_backend",
+    "global_magnitude_masks",
+    "info",
+    "magnitude_mask",
+    "magnitude_threshold",
+    "nm_mask",
+    "prune_",
+    "random_mask",
+    "set_backend",
+    "use_backend",
+]

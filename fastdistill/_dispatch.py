@@ -1,0 +1,233 @@
+"""Backend registry and dispatch.
+
+Every op is declared once in :mod:`fastdistill._ops`. Its implementation calls :func:`dispatch`, which picks a
+kernel registered by one of the backends:
+
+* ``python`` - the pure-torch reference (always available; also what the tests compare against),
+* ``native`` - the C++ extension ``fastdistill._C`` (CPU),
+* ``numba``  - Numba kernels (CPU),
+* ``cuda``   - the CUDA extension ``fastdistill._cuda`` (CUDA tensors).
+
+``auto`` walks ``native -> numba -> python`` for CPU tensors and ``cuda -> python`` for CUDA tensors and takes the
+first kernel that can serve the inputs. A forced backend (``set_backend``, ``use_backend``, or the environment
+variable ``FASTDISTILL_BACKEND``) never falls back silently: if it cannot serve, :class:`BackendError` lists why for
+every backend.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import importlib.util
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+BACKENDS: Tuple[str, ...] = ("native", "numba", "python", "cuda")
+CHOICES: Tuple[str, ...] = ("auto",) + BACKENDS
+AUTO_ORDER: Dict[str, Tuple[str, ...]] = {"cpu": ("native", "numba", "python"), "cuda": ("cuda", "python")}
+_DEFAULT_ORDER: Tuple[str, ...] = ("python",)
+
+# Modules whose import registers each backend's kernels (imported lazily, on first dispatch to that backend).
+_KERNEL_MODULES: Dict[str, Tuple[str, ...]] = {
+    "python": ("fastdistill.backends.reference",),
+    "native": ("fastdistill.backends.native",),
+    "numba": ("fastdistill.backends.numba_cpu",),
+    "cuda": ("fastdistill.backends.cuda",),
+}
+
+
+class BackendError(RuntimeError):
+    """Raised when the requested backend cannot run an op on the given inputs; the message says why, per backend."""
+
+
+@dataclass
+class Kernel:
+    fn: Callable[..., Any]
+    devices: Tuple[str, ...]
+    dtypes: Optional[Tuple[torch.dtype, ...]]
+    supports: Optional[Callable[..., Optional[str]]]
+
+
+@dataclass
+class _Registry:
+    kernels: Dict[Tuple[str, str], Kernel] = field(default_factory=dict)
+    loaded: Dict[str, Optional[str]] = field(default_factory=dict)  # backend -> None (ok) or why it is unusable
+
+
+_REGISTRY = _Registry()
+
+
+def register_kernel(
+    op: str,
+    backend: str,
+    *,
+    devices: Sequence[str] = ("cpu",),
+    dtypes: Optional[Sequence[torch.dtype]] = None,
+    supports: Optional[Callable[..., Optional[str]]] = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator used by backend modules: ``fn`` implements ``op`` on ``devices``.
+
+    ``dtypes`` (if given) restricts the dtypes of every tensor argument; ``supports(*args)`` may return a reason
+    string when the kernel cannot serve particular inputs (a size limit, say).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _REGISTRY.kernels[(op, backend)] = Kernel(fn, tuple(devices), tuple(dtypes) if dtypes else None, supports)
+        return fn
+
+    return deco
+
+
+def _build_status() -> Dict[str, str]:
+    path = os.path.join(os.path.dirname(__file__), "_build_status.json")
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def _module_reason(module: str) -> Optional[str]:
+    """Why the compiled module ``fastdistill.<module>`` cannot be imported, or None."""
+    try:
+        importlib.import_module(f"fastdistill.{module}")
+        return None
+    except ImportError as exc:
+        built = _build_status().get(f"fastdistill.{module}")
+        return f"{module} not importable ({exc})" + (f"; build: {built}" if built and built != "built" else "")
+
+
+def backend_unavailable_reason(backend: str) -> Optional[str]:
+    """None if ``backend`` can be used in this process, else why not. Imports the backend on first call."""
+    if backend in _REGISTRY.loaded:
+        return _REGISTRY.loaded[backend]
+    reason: Optional[str] = None
+    if backend == "native":
+        reason = _module_reason("_C")
+    elif backend == "cuda":
+        reason = _module_reason("_cuda")
+        if reason is None and not torch.cuda.is_available():
+            reason = "torch.cuda.is_available() is False"
+    elif backend == "numba":
+        if importlib.util.find_spec("numba") is None:
+            reason = "numba is not installed"
+    if reason is None:
+        try:
+            for mod in _KERNEL_MODULES[backend]:
+                importlib.import_module(mod)
+        except Exception as exc:  # a broken optional backend must not take the library down
+            reason = f"loading {backend} kernels failed: {type(exc).__name__}: {exc}"
+    _REGISTRY.loaded[backend] = reason
+    return reason
+
+
+def _tensors(args: Sequence[Any]) -> List[torch.Tensor]:
+    out: List[torch.Tensor] = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out.extend(t for t in a if isinstance(t, torch.Tensor))
+    return out
+
+
+def _device_type(args: Sequence[Any]) -> str:
+    ts = _tensors(args)
+    return ts[0].device.type if ts else "cpu"
+
+
+def _kernel_reason(op: str, backend: str, args: Sequence[Any], device: str) -> Optional[str]:
+    reason = backend_unavailable_reason(backend)
+    if reason is not None:
+        return reason
+    kernel = _REGISTRY.kernels.get((op, backend))
+    if kernel is None:
+        return f"no {backend} kernel for {op}"
+    if device not in kernel.devices:
+        return f"runs on {'/'.join(kernel.devices)} tensors, got {device}"
+    if kernel.dtypes is not None:
+        bad = sorted({str(t.dtype) for t in _tensors(args) if t.dtype not in kernel.dtypes})
+        if bad:
+            return f"dtype {', '.join(bad)} not supported (supports {', '.join(str(d) for d in kernel.dtypes)})"
+    if kernel.supports is not None:
+        return kernel.supports(*args)
+    return None
+
+
+def _initial_backend() -> str:
+    env = os.environ.get("FASTDISTILL_BACKEND", "auto").strip().lower() or "auto"
+    if env not in CHOICES:
+        warnings.warn(f"FASTDISTILL_BACKEND={env!r} is not one of {CHOICES}; using 'auto'", RuntimeWarning)
+        return "auto"
+    return env
+
+
+_CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("fastdistill_backend", default=_initial_backend())
+
+
+def _check_choice(name: str) -> str:
+    if not isinstance(name, str) or name.lower() not in CHOICES:
+        raise ValueError(f"backend: expected one of {CHOICES}, got {name!r}")
+    return name.lower()
+
+
+def get_backend() -> str:
+    """The backend choice in effect: ``"auto"`` or a forced backend name."""
+    return _CURRENT.get()
+
+
+def set_backend(name: str) -> None:
+    """Force a backend for every op (``"native"``, ``"numba"``, ``"python"``, ``"cuda"``), or ``"auto"``.
+
+    Example::
+
+        fastdistill.set_backend("python")   # run everything on the pure-torch reference
+    """
+    _CURRENT.set(_check_choice(name))
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager form of :func:`set_backend`.
+
+    Example::
+
+        with fastdistill.use_backend("numba"):
+            mask = fastdistill.magnitude_mask(w, 0.9)
+    """
+    token = _CURRENT.set(_check_choice(name))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def select_kernel(op: str, args: Sequence[Any]) -> Tuple[str, Callable[..., Any]]:
+    """The (backend, kernel) that would run ``op`` on ``args`` under the current choice; raises BackendError."""
+    device = _device_type(args)
+    choice = _CURRENT.get()
+    order = AUTO_ORDER.get(device, _DEFAULT_ORDER) if choice == "auto" else (choice,)
+    for backend in order:
+        if _kernel_reason(op, backend, args, device) is None:
+            return backend, _REGISTRY.kernels[(op, backend)].fn
+    reasons = "; ".join(f"{b}: {_kernel_reason(op, b, args, device) or 'usable'}" for b in BACKENDS)
+    wanted = "no backend" if choice == "auto" else f"backend {choice!r}"
+    raise BackendError(f"{wanted} can run fastdistill::{op} on these inputs ({device}). Per backend: {reasons}")
+
+
+def dispatch(op: str, *args: Any) -> Any:
+    """Run ``op`` on the kernel chosen by :func:`select_kernel`."""
+    return select_kernel(op, args)[1](*args)
+
+
+def usable_backends(op: str, *args: Any) -> List[str]:
+    """Backends that can run ``op`` on ``args`` (for tests and benchmarks)."""
+    device = _device_type(args)
+    return [b for b in BACKENDS if _kernel_reason(op, b, args, device) is None]

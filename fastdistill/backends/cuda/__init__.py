@@ -1,0 +1,2 @@
+"""CUDA kernels from ``fastdistill._cuda``."""
+from . import prune  # noqa: F401

@@ -1,0 +1,2 @@
+"""C++ kernels from ``fastdistill._C`` (CPU, OpenMP, run-time SIMD dispatch)."""
+from . import prune  # noqa: F401

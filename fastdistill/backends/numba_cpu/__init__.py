@@ -1,0 +1,2 @@
+"""Numba kernels (CPU): the fast path where the C++ extension is not built."""
+from . import prune  # noqa: F401

@@ -1,0 +1,2 @@
+"""Pure-torch reference kernels: the default on every device and the ground truth of the tests."""
+from . import prune  # noqa: F401

@@ -1,0 +1,1 @@
+"""Benchmark suites of `fastdistill bench`, one module per op family."""
