@@ -42,20 +42,19 @@ def _(xs: List[Tensor], k: int) -> List[Tensor]:
     return [torch.empty_like(x, dtype=torch.bool) for x in xs]
 
 
-@torch.library.custom_op("fastdistill::magnitude_prune_", mutates_args=("xs",))
-def magnitude_prune_(xs: List[Tensor], k: int) -> List[Tensor]:
-    """Zeroes the k smallest |x| over all ``xs`` in place; returns the keep-masks."""
-    work = [x if x.is_contiguous() else x.contiguous() for x in xs]
-    masks = dispatch("magnitude_prune_", work, k)
-    for x, w in zip(xs, work):
-        if w is not x:
-            x.copy_(w)
-    return [_like(m, x) for m, x in zip(masks, xs)]
+@torch.library.custom_op("fastdistill::magnitude_prune_", mutates_args=("x",))
+def magnitude_prune_(x: Tensor, k: int) -> Tensor:
+    """Zeroes the k smallest |x| in place; returns the keep-mask."""
+    work = x if x.is_contiguous() else x.contiguous()
+    mask = dispatch("magnitude_prune_", work, k)
+    if work is not x:
+        x.copy_(work)
+    return _like(mask, x)
 
 
 @magnitude_prune_.register_fake
-def _(xs: List[Tensor], k: int) -> List[Tensor]:
-    return [torch.empty_like(x, dtype=torch.bool) for x in xs]
+def _(x: Tensor, k: int) -> Tensor:
+    return torch.empty_like(x, dtype=torch.bool)
 
 
 @torch.library.custom_op("fastdistill::nm_mask", mutates_args=())

@@ -71,7 +71,7 @@ def prune_(x: ArrayLike, sparsity: Sparsity) -> ArrayLike:
     check_float(t)
     k = prune_count(sparsity, t.numel())
     with torch.no_grad():
-        mask = _ops.magnitude_prune_([t.detach()], k)[0]
+        mask = _ops.magnitude_prune_(t.detach(), k)
     return like_input(mask, x)
 
 

@@ -15,8 +15,6 @@ namespace {
 
 constexpr int64_t kMinChunk = 1 << 15;   // below this a range is not worth a thread
 constexpr int64_t kMaxChunk = 1LL << 30;  // keeps per-thread uint32 histogram counts far from overflow
-constexpr int kHiBins = 1 << 15;          // key >> 16 (key has 31 bits)
-constexpr int kLoBins = 1 << 16;          // key & 0xffff
 
 struct Source {
   char* data;

@@ -4,6 +4,11 @@
 #include "common.h"
 
 namespace fd {
+// Radix-select histogram layout shared by the leaves and the orchestration: the 31-bit magnitude key splits into
+// key >> 16 (kHiBins) and key & 0xffff (kLoBins).
+constexpr int kHiBins = 1 << 15;
+constexpr int kLoBins = 1 << 16;
+
 struct PruneLeaves {
   void (*hist_hi)(const void*, int64_t, DType, uint32_t*);
   void (*hist_lo)(const void*, int64_t, DType, uint32_t, uint32_t*);

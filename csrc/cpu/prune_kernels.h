@@ -6,7 +6,8 @@
 // floats the unsigned order of the bit patterns is the numeric order, inf is 0x7f800000 and every NaN is above it.
 // fp16 and bf16 are widened to the fp32 pattern exactly, so tensors of mixed dtypes share one key space.
 //
-// Expects, before inclusion: <cstdint>, <cstring>, "common.h"; and FD_ISA_NAMESPACE defined.
+// Expects, before inclusion: <cstdint>, <cstring>, "common.h"; FD_ISA_NAMESPACE defined; FD_ISA_AVX512 defined to
+// 1 (with <immintrin.h> included) in the AVX-512 build, else 0.
 
 namespace fd {
 namespace FD_ISA_NAMESPACE {
@@ -35,7 +36,88 @@ static inline uint32_t magnitude_key(typename Storage<D>::type bits) {
 
 constexpr int64_t kBlock = 64;  // elements per vectorized block before a (rare) scalar follow-up
 
-// Histogram of key >> 16 (32768 bins) over one range.
+// Histograms: key >> 16 (kHiBins bins) over a range, and key & 0xffff (kLoBins bins) over the elements whose
+// key >> 16 == hi.
+//
+// Zero keys (already-pruned weights) repeat in long runs, and increments chained through one counter wait on store
+// forwarding (measured 2.4 ns each, 5x a spread-out increment). The AVX-512 versions therefore count zeros apart
+// and compress-store the other bins of each group of 16 keys into a small buffer that is then counted (re-pruning a
+// 90%-zero weight: 9.7 -> about 1 ms per 4M elements). The generic versions are plain loops: as fast on fresh
+// weights, slower on mostly-zero ones.
+#if FD_ISA_AVX512
+template <DType D>
+static inline __m512i load_keys16(const typename Storage<D>::type* p) {
+  if constexpr (D == DType::F32) {
+    return _mm512_and_si512(_mm512_loadu_si512(p), _mm512_set1_epi32(0x7fffffff));
+  } else if constexpr (D == DType::BF16) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_slli_epi32(_mm512_and_si512(w, _mm512_set1_epi32(0x7fff)), 16);
+  } else {  // fp16 -> fp32 conversion is exact (fp16 subnormals become fp32 normals)
+    const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_and_si512(_mm512_castps_si512(f), _mm512_set1_epi32(0x7fffffff));
+  }
+}
+
+static inline void count_bins(const uint32_t* buf, int64_t j, uint32_t* hist) {
+  int64_t t = 0;
+  for (; t + 4 <= j; t += 4) {
+    const uint32_t a = buf[t], b = buf[t + 1], c = buf[t + 2], d = buf[t + 3];
+    ++hist[a]; ++hist[b]; ++hist[c]; ++hist[d];
+  }
+  for (; t < j; ++t) ++hist[buf[t]];
+}
+
+constexpr int64_t kGroup = 256;
+
+template <DType D>
+static void hist_hi_t(const void* data, int64_t n, uint32_t* hist) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  alignas(64) uint32_t buf[kGroup];
+  uint32_t zeros = 0;
+  int64_t i = 0;
+  for (; i + kGroup <= n; i += kGroup) {
+    uint32_t* q = buf;
+    for (int64_t v = 0; v < kGroup; v += 16) {
+      const __m512i k = load_keys16<D>(p + i + v);
+      const __mmask16 nonzero = _mm512_test_epi32_mask(k, k);
+      _mm512_mask_compressstoreu_epi32(q, nonzero, _mm512_srli_epi32(k, 16));
+      q += __builtin_popcount(nonzero);
+    }
+    zeros += static_cast<uint32_t>(kGroup - (q - buf));
+    count_bins(buf, q - buf, hist);
+  }
+  for (; i < n; ++i) ++hist[magnitude_key<D>(p[i]) >> 16];
+  hist[0] += zeros;
+}
+
+template <DType D>
+static void hist_lo_t(const void* data, int64_t n, uint32_t hi, uint32_t* hist) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  alignas(64) uint32_t buf[kGroup];
+  const __m512i want = _mm512_set1_epi32(static_cast<int>(hi));
+  const __m512i low = _mm512_set1_epi32(0xffff);
+  uint32_t zeros = 0;
+  int64_t i = 0;
+  for (; i + kGroup <= n; i += kGroup) {
+    uint32_t* q = buf;
+    for (int64_t v = 0; v < kGroup; v += 16) {
+      const __m512i k = load_keys16<D>(p + i + v);
+      const __mmask16 match = _mm512_cmpeq_epi32_mask(_mm512_srli_epi32(k, 16), want);
+      if (!match) continue;
+      const __mmask16 nonzero = _mm512_mask_test_epi32_mask(match, k, k);
+      _mm512_mask_compressstoreu_epi32(q, nonzero, _mm512_and_si512(k, low));
+      q += __builtin_popcount(nonzero);
+      zeros += __builtin_popcount(match & ~nonzero);
+    }
+    count_bins(buf, q - buf, hist);
+  }
+  for (; i < n; ++i) {
+    const uint32_t k = magnitude_key<D>(p[i]);
+    if ((k >> 16) == hi) ++hist[k & 0xffffu];
+  }
+  hist[0] += zeros;
+}
+#else
 template <DType D>
 static void hist_hi_t(const void* data, int64_t n, uint32_t* hist) {
   const auto* p = static_cast<const typename Storage<D>::type*>(data);
@@ -48,11 +130,10 @@ static void hist_hi_t(const void* data, int64_t n, uint32_t* hist) {
   for (; i < n; ++i) ++hist[magnitude_key<D>(p[i]) >> 16];
 }
 
-// Histogram of key & 0xffff (65536 bins) over the elements whose key >> 16 == hi.
 template <DType D>
 static void hist_lo_t(const void* data, int64_t n, uint32_t hi, uint32_t* hist) {
   const auto* p = static_cast<const typename Storage<D>::type*>(data);
-  for (int64_t b = 0; b < n; b += kBlock) {
+  for (int64_t b = 0; b < n; b += kBlock) {  // a vectorized test per block first: matches are usually rare
     const int64_t e = b + kBlock < n ? b + kBlock : n;
     uint32_t hits = 0;
     for (int64_t i = b; i < e; ++i) hits |= (magnitude_key<D>(p[i]) >> 16) == hi;
@@ -63,6 +144,7 @@ static void hist_lo_t(const void* data, int64_t n, uint32_t hi, uint32_t* hist) 
     }
   }
 }
+#endif
 
 template <DType D>
 static int64_t count_nan_t(const void* data, int64_t n) {

@@ -5,5 +5,6 @@
 #include "common.h"
 #include "prune_isa.h"
 
+#define FD_ISA_AVX512 0
 #define FD_ISA_NAMESPACE scalar
 #include "prune_kernels.h"

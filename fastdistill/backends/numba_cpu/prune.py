@@ -187,10 +187,10 @@ def magnitude_masks(xs: List[Tensor], k: int) -> List[Tensor]:
 
 
 @register_kernel("magnitude_prune_", "numba", dtypes=DTYPES)
-def magnitude_prune_(xs: List[Tensor], k: int) -> List[Tensor]:
-    masks = [torch.empty(x.shape, dtype=torch.bool) for x in xs]
-    _run(xs, k, masks, True)
-    return masks
+def magnitude_prune_(x: Tensor, k: int) -> Tensor:
+    mask = torch.empty(x.shape, dtype=torch.bool)
+    _run([x], k, [mask], True)
+    return mask
 
 
 @njit(cache=True, parallel=True)

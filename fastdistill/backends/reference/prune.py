@@ -45,7 +45,7 @@ def select(xs: List[Tensor], k: int) -> Tuple[Tensor, List[Tensor]]:
         keep &= ~below
         keep[ties[: k - int(below.sum())]] = False
     sizes = [x.numel() for x in xs]
-    masks = [m.reshape(x.shape) for m, x in zip(torch.split(keep, sizes), xs)]
+    masks = [m.reshape(x.shape).clone() for m, x in zip(torch.split(keep, sizes), xs)]  # custom ops: no aliasing
     return threshold, masks
 
 
@@ -60,12 +60,11 @@ def magnitude_masks(xs: List[Tensor], k: int) -> List[Tensor]:
 
 
 @register_kernel("magnitude_prune_", "python", devices=DEVICES)
-def magnitude_prune_(xs: List[Tensor], k: int) -> List[Tensor]:
-    masks = select(xs, k)[1]
+def magnitude_prune_(x: Tensor, k: int) -> Tensor:
+    mask = select([x], k)[1][0]
     with torch.no_grad():
-        for x, m in zip(xs, masks):
-            x.masked_fill_(~m, 0)
-    return masks
+        x.masked_fill_(~mask, 0)
+    return mask
 
 
 @register_kernel("nm_mask", "python", devices=DEVICES)
