@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
+from . import compress
 from .pruning import (
     channel_mask,
     global_magnitude_masks,
@@ -21,6 +22,7 @@ from .pruning import (
 __all__ = [
     "BackendError",
     "channel_mask",
+    "compress",
     "get_backend",
     "global_magnitude_masks",
     "info",

@@ -1,0 +1,4 @@
+"""Model-level compression: pruning whole models (more to come: quantization, sparsification, compact files)."""
+from .prune import prune, remove_pruning, sparsity
+
+__all__ = ["prune", "remove_pruning", "sparsity"]
