@@ -96,7 +96,7 @@ class BuildExt(build_ext):
             print(" ".join(cmd))
             subprocess.check_call(cmd)
             objs.append(obj)
-        cmd = [nvcc, "-shared", "-o", out, *objs, "-lcudart", *arch]
+        cmd = [nvcc, "-shared", "-o", out, *objs, "--cudart", "static", *arch]
         print(" ".join(cmd))
         subprocess.check_call(cmd)
 

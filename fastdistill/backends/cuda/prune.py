@@ -1,0 +1,56 @@
+"""Pruning kernels backed by ``fastdistill._cuda`` (see csrc/cuda/prune.cu)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from ... import _cuda
+from ..._dispatch import register_kernel
+from .._buffers import key_to_float
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def _nm_supports(x: Tensor, n: int, m: int) -> Optional[str]:
+    return None if m <= 64 else f"m={m} > 64 (the CUDA N:M kernel handles groups of up to 64)"
+
+
+def _run(xs: List[Tensor], k: int, masks: Optional[List[Tensor]], inplace: bool) -> int:
+    device = xs[0].device if xs else torch.device("cuda")
+    with torch.cuda.device(device):
+        stream = torch.cuda.current_stream().cuda_stream
+        key, _, _ = _cuda.magnitude_prune(
+            [x.data_ptr() for x in xs], [x.numel() for x in xs], [_CODE[x.dtype] for x in xs], k,
+            None if masks is None else [m.data_ptr() for m in masks], inplace, stream)
+    return key
+
+
+@register_kernel("magnitude_threshold", "cuda", devices=("cuda",), dtypes=DTYPES)
+def magnitude_threshold(xs: List[Tensor], k: int) -> Tensor:
+    return torch.tensor(key_to_float(_run(xs, k, None, False), k), dtype=torch.float32, device=xs[0].device)
+
+
+@register_kernel("magnitude_masks", "cuda", devices=("cuda",), dtypes=DTYPES)
+def magnitude_masks(xs: List[Tensor], k: int) -> List[Tensor]:
+    masks = [torch.empty(x.shape, dtype=torch.bool, device=x.device) for x in xs]
+    _run(xs, k, masks, False)
+    return masks
+
+
+@register_kernel("magnitude_prune_", "cuda", devices=("cuda",), dtypes=DTYPES)
+def magnitude_prune_(x: Tensor, k: int) -> Tensor:
+    mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    _run([x], k, [mask], True)
+    return mask
+
+
+@register_kernel("nm_mask", "cuda", devices=("cuda",), dtypes=DTYPES, supports=_nm_supports)
+def nm_mask(x: Tensor, n: int, m: int) -> Tensor:
+    mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    with torch.cuda.device(x.device):
+        _cuda.nm_mask(x.data_ptr(), x.numel(), _CODE[x.dtype], n, m, mask.data_ptr(),
+                      torch.cuda.current_stream().cuda_stream)
+    return mask
