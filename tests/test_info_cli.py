@@ -1,0 +1,73 @@
+"""Installation report, CLI commands, and backend selection plumbing."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastdistill as fd
+from fastdistill import _dispatch
+
+
+def test_info_reports_every_backend():
+    inf = fd.info()
+    assert set(inf["backends"]) == set(_dispatch.BACKENDS)
+    assert inf["backends"]["python"]["usable"]
+    for b in inf["backends"].values():
+        assert b["usable"] or b["reason"]
+
+
+@pytest.mark.skipif(os.environ.get("FASTDISTILL_REQUIRE_NATIVE") != "1", reason="set by CI, where the build must work")
+def test_native_backend_built():
+    assert fd.info()["backends"]["native"]["usable"], fd.info()["backends"]["native"]["reason"]
+    assert fd.info()["simd"]["level"] in ("scalar", "avx2", "avx512")
+
+
+def test_cli_info_json(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fastdistill.cli", "info", "--json"], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert json.loads(out.stdout)["version"] == fd.__version__
+
+
+def test_cli_bench_quick_json(tmp_path):
+    path = tmp_path / "bench.json"
+    out = subprocess.run([sys.executable, "-m", "fastdistill.cli", "bench", "prune", "--quick", "--json", str(path)],
+                         capture_output=True, text=True, check=True, timeout=600, cwd=tmp_path)
+    assert "| prune |" in out.stdout
+    rows = json.loads(path.read_text())["rows"]
+    assert rows and all(r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
+
+
+def test_demo_quick():
+    from fastdistill.demo import run
+
+    m = run(quick=True)
+    assert m["teacher_acc"] > 0.9 and m["pruned_acc"] > 0.8
+    assert abs(m["student_sparsity"] - 0.8) < 0.01
+
+
+def test_set_backend_and_env(tmp_path):
+    before = fd.get_backend()
+    fd.set_backend("python")
+    try:
+        assert fd.get_backend() == "python"
+        assert _dispatch.select_kernel("magnitude_masks", ([torch.ones(3)], 1))[0] == "python"
+    finally:
+        fd.set_backend(before)
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        fd.set_backend("gpu")
+    env = dict(os.environ, FASTDISTILL_BACKEND="python")
+    out = subprocess.run([sys.executable, "-c", "import fastdistill; print(fastdistill.get_backend())"], env=env,
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "python"
+    env["FASTDISTILL_BACKEND"] = "bogus"
+    out = subprocess.run([sys.executable, "-c", "import fastdistill; print(fastdistill.get_backend())"], env=env,
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "auto" and "FASTDISTILL_BACKEND" in out.stderr
+
+
+def test_auto_prefers_native_then_numba():
+    order = [b for b in ("native", "numba", "python") if _dispatch.backend_unavailable_reason(b) is None]
+    assert _dispatch.select_kernel("magnitude_masks", ([torch.ones(3)], 1))[0] == order[0]
