@@ -113,6 +113,7 @@ extensions = [
     Extension(
         "fastdistill._C",
         sources=cpp_sources,
+        depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/cpu/*.h")),  # rebuild when a kernel header changes
         include_dirs=[_pybind_include(), "csrc"],
         language="c++",
         extra_compile_args=["-std=c++17", "-O3", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno"],

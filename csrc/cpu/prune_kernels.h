@@ -201,11 +201,43 @@ static void prune_ties_t(void* data, int64_t n, uint32_t key, int64_t count, uin
 
 // N:M mask for `groups` contiguous groups of m elements: keep the n largest magnitudes of each group; among equal
 // magnitudes the lower index is kept. O(m^2) per group, meant for m <= 64.
+#if FD_ISA_AVX512
+// m == 4 (2:4 and friends), four groups per vector: element j's rank counts the group members that beat it, found
+// over the three in-group rotations i = (j + r) mod 4; i < j (the tie rule) holds exactly when j + r >= 4.
+template <DType D>
+static int64_t nm4_avx512(const typename Storage<D>::type* p, int64_t groups, int64_t n, uint8_t* mask) {
+  const __m512i one = _mm512_set1_epi32(1), keep_below = _mm512_set1_epi32(static_cast<int>(n));
+  const __m128i ones8 = _mm_set1_epi8(1);
+  int64_t g = 0;
+  for (; g + 4 <= groups; g += 4) {
+    const __m512i k = load_keys16<D>(p + g * 4);
+    __m512i rank = _mm512_setzero_si512();
+#define FD_NM4_ROTATION(IMM, TIE_LANES)                                                          \
+  {                                                                                              \
+    const __m512i o = _mm512_shuffle_epi32(k, static_cast<_MM_PERM_ENUM>(IMM));                  \
+    const __mmask16 beats = _mm512_cmpgt_epu32_mask(o, k) | (_mm512_cmpeq_epu32_mask(o, k) & (TIE_LANES)); \
+    rank = _mm512_mask_add_epi32(rank, beats, rank, one);                                        \
+  }
+    FD_NM4_ROTATION(_MM_SHUFFLE(0, 3, 2, 1), 0x8888)
+    FD_NM4_ROTATION(_MM_SHUFFLE(1, 0, 3, 2), 0xCCCC)
+    FD_NM4_ROTATION(_MM_SHUFFLE(2, 1, 0, 3), 0xEEEE)
+#undef FD_NM4_ROTATION
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + g * 4),
+                     _mm_maskz_mov_epi8(_mm512_cmplt_epi32_mask(rank, keep_below), ones8));
+  }
+  return g;
+}
+#endif
+
 template <DType D>
 static void nm_mask_t(const void* data, int64_t groups, int64_t m, int64_t n, uint8_t* mask) {
   const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  int64_t g = 0;
+#if FD_ISA_AVX512
+  if (m == 4) g = nm4_avx512<D>(p, groups, n, mask);
+#endif
   uint32_t keys[64];
-  for (int64_t g = 0; g < groups; ++g) {
+  for (; g < groups; ++g) {
     const auto* q = p + g * m;
     uint8_t* out = mask + g * m;
     for (int64_t j = 0; j < m; ++j) keys[j] = magnitude_key<D>(q[j]);
