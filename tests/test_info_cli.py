@@ -10,6 +10,9 @@ import torch
 import fastdistill as fd
 from fastdistill import _dispatch
 
+# Subprocesses import the same fastdistill as this process (installed, or a source tree with in-place builds).
+SUB_ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fd.__file__)))
+
 
 def test_info_reports_every_backend():
     inf = fd.info()
@@ -27,14 +30,14 @@ def test_native_backend_built():
 
 def test_cli_info_json(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastdistill.cli", "info", "--json"], capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
+                         check=True, cwd=tmp_path, env=SUB_ENV)
     assert json.loads(out.stdout)["version"] == fd.__version__
 
 
 def test_cli_bench_quick_json(tmp_path):
     path = tmp_path / "bench.json"
     out = subprocess.run([sys.executable, "-m", "fastdistill.cli", "bench", "prune", "--quick", "--json", str(path)],
-                         capture_output=True, text=True, check=True, timeout=600, cwd=tmp_path)
+                         capture_output=True, text=True, check=True, timeout=600, cwd=tmp_path, env=SUB_ENV)
     assert "| prune |" in out.stdout
     rows = json.loads(path.read_text())["rows"]
     assert rows and all(r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
@@ -58,7 +61,7 @@ def test_set_backend_and_env(tmp_path):
         fd.set_backend(before)
     with pytest.raises(ValueError, match="backend: expected one of"):
         fd.set_backend("gpu")
-    env = dict(os.environ, FASTDISTILL_BACKEND="python")
+    env = dict(SUB_ENV, FASTDISTILL_BACKEND="python")
     out = subprocess.run([sys.executable, "-c", "import fastdistill; print(fastdistill.get_backend())"], env=env,
                          capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "python"

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "prune_isa.h"
+#include "prune_plan.h"
 
 namespace fd {
 namespace {
@@ -97,16 +98,8 @@ int64_t count_nans(const std::vector<Source>& srcs, const std::vector<Chunk>& ch
 }
 
 void raise_if_nan(int64_t nans) {
-  if (nans)
-    throw py::value_error("x contains " + std::to_string(nans) + " NaN value(s); magnitude pruning needs finite or "
-                          "infinite values");
+  if (nans) throw py::value_error(nan_message(static_cast<uint64_t>(nans)));
 }
-
-struct Selection {
-  uint32_t key;    // magnitude key of the k-th smallest element (0 when k == 0)
-  int64_t less;    // elements with a smaller key
-  int64_t equal;   // elements with exactly this key
-};
 
 // Exact k-th smallest magnitude key over all sources (1 <= k <= total). Raises ValueError on NaN.
 Selection select_kth(const std::vector<Source>& srcs, const std::vector<Chunk>& chunks, int64_t k, int nthreads,
@@ -178,29 +171,19 @@ py::tuple magnitude_prune(const py::list& arrays, int64_t k, const py::object& m
                           std::to_string(k));
   nthreads = clamp_threads(nthreads);
   const PruneLeaves leaf = prune_leaves();
-  Selection sel{0, 0, 0};
+  Selection sel;
   {
     py::gil_scoped_release nogil;
     const auto chunks = make_chunks(srcs, nthreads);
-    uint32_t lo;  // keep key >= lo, then prune `tie_prune` of the keys == lo in order
-    int64_t tie_prune = 0;
     if (k == 0 || k == total) {
       raise_if_nan(count_nans(srcs, chunks, nthreads, leaf));
-      if (k == total && total > 0) {
-        // The threshold is the largest key; find it through the same selection (cheap relative to the mask pass).
-        sel = select_kth(srcs, chunks, k, nthreads, leaf);
-      }
-      lo = k == 0 ? 0u : std::numeric_limits<uint32_t>::max();
+      if (k == total && total > 0) sel = select_kth(srcs, chunks, k, nthreads, leaf);  // the threshold: largest key
     } else {
       sel = select_kth(srcs, chunks, k, nthreads, leaf);
-      tie_prune = k - sel.less;
-      if (tie_prune == sel.equal) {
-        lo = sel.key + 1;
-        tie_prune = 0;
-      } else {
-        lo = sel.key;
-      }
     }
+    const MaskPlan plan = plan_mask(k, total, sel);
+    const uint32_t lo = plan.lo;
+    int64_t tie_prune = plan.tie_prune;
     const bool write = inplace || !masks.is_none();
     if (write) {
       const int64_t nchunks = static_cast<int64_t>(chunks.size());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cuda_common.h"
+#include "prune_plan.h"
 
 namespace fd_cuda {
 namespace {
@@ -114,15 +115,11 @@ struct Src {
 int grid_for(int64_t n) { return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1024))); }
 
 void raise_if_nan(unsigned long long nans) {
-  if (nans)
-    throw py::value_error("x contains " + std::to_string(nans) + " NaN value(s); magnitude pruning needs finite or "
-                          "infinite values");
+  if (nans) throw py::value_error(fd::nan_message(nans));
 }
 
-struct Selection {
-  uint32_t key;
-  int64_t less, equal;
-};
+using fd::MaskPlan;
+using fd::Selection;
 
 // k-th smallest key (1 <= k <= total) over all sources: three radix levels of 11, 10, 10 bits.
 Selection select_kth(const std::vector<Src>& srcs, int64_t k, cudaStream_t stream, DeviceBuffer& scratch) {
@@ -159,7 +156,7 @@ Selection select_kth(const std::vector<Src>& srcs, int64_t k, cudaStream_t strea
     prefix = (prefix << (level == 0 ? 11 : 10)) | static_cast<uint32_t>(digit);
     if (level == 2) return {prefix, below, static_cast<int64_t>(host[digit])};
   }
-  return {0, 0, 0};
+  return {};
 }
 
 py::tuple magnitude_prune(const py::list& ptrs, const std::vector<int64_t>& sizes, const std::vector<int>& dtypes,
@@ -183,12 +180,10 @@ py::tuple magnitude_prune(const py::list& ptrs, const std::vector<int64_t>& size
   }
   if (k < 0 || k > total) throw py::value_error("k: expected 0 <= k <= " + std::to_string(total));
   auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  Selection sel{0, 0, 0};
+  Selection sel;
   {
     py::gil_scoped_release nogil;
     DeviceBuffer scratch((kBins + 1) * sizeof(unsigned long long));
-    uint32_t lo;
-    int64_t tie_prune = 0;
     if (k == 0 || k == total) {
       auto* count = static_cast<unsigned long long*>(scratch.get());
       check(cudaMemsetAsync(count, 0, sizeof(unsigned long long), stream), "cudaMemsetAsync");
@@ -199,17 +194,12 @@ py::tuple magnitude_prune(const py::list& ptrs, const std::vector<int64_t>& size
       check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
       raise_if_nan(nans);
       if (k == total && total > 0) sel = select_kth(srcs, k, stream, scratch);
-      lo = k == 0 ? 0u : 0xffffffffu;
     } else {
       sel = select_kth(srcs, k, stream, scratch);
-      tie_prune = k - sel.less;
-      if (tie_prune == sel.equal) {
-        lo = sel.key + 1;
-        tie_prune = 0;
-      } else {
-        lo = sel.key;
-      }
     }
+    const MaskPlan plan = fd::plan_mask(k, total, sel);
+    const uint32_t lo = plan.lo;
+    int64_t tie_prune = plan.tie_prune;
     if (inplace || !mask_ptrs.is_none()) {
       for (auto& s : srcs) {
         if (!s.n) continue;

@@ -8,9 +8,9 @@ from torch import Tensor
 
 from ... import _cuda
 from ..._dispatch import register_kernel
-from .._buffers import key_to_float
+from .._magnitude import FLOAT_DTYPES as DTYPES
+from .._magnitude import register_magnitude_kernels
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
@@ -28,23 +28,7 @@ def _run(xs: List[Tensor], k: int, masks: Optional[List[Tensor]], inplace: bool)
     return key
 
 
-@register_kernel("magnitude_threshold", "cuda", devices=("cuda",), dtypes=DTYPES)
-def magnitude_threshold(xs: List[Tensor], k: int) -> Tensor:
-    return torch.tensor(key_to_float(_run(xs, k, None, False), k), dtype=torch.float32, device=xs[0].device)
-
-
-@register_kernel("magnitude_masks", "cuda", devices=("cuda",), dtypes=DTYPES)
-def magnitude_masks(xs: List[Tensor], k: int) -> List[Tensor]:
-    masks = [torch.empty(x.shape, dtype=torch.bool, device=x.device) for x in xs]
-    _run(xs, k, masks, False)
-    return masks
-
-
-@register_kernel("magnitude_prune_", "cuda", devices=("cuda",), dtypes=DTYPES)
-def magnitude_prune_(x: Tensor, k: int) -> Tensor:
-    mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-    _run([x], k, [mask], True)
-    return mask
+register_magnitude_kernels("cuda", _run, devices=("cuda",))
 
 
 @register_kernel("nm_mask", "cuda", devices=("cuda",), dtypes=DTYPES, supports=_nm_supports)

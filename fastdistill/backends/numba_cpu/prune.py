@@ -11,9 +11,9 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from .._buffers import key_to_float
+from .._magnitude import FLOAT_DTYPES as DTYPES
+from .._magnitude import register_magnitude_kernels
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _MIN_CHUNK = 1 << 15
 _HI_BINS = 1 << 15
@@ -174,23 +174,7 @@ def _run(xs: List[Tensor], k: int, masks: Optional[List[Tensor]], inplace: bool)
     return key
 
 
-@register_kernel("magnitude_threshold", "numba", dtypes=DTYPES)
-def magnitude_threshold(xs: List[Tensor], k: int) -> Tensor:
-    return torch.tensor(key_to_float(_run(xs, k, None, False), k), dtype=torch.float32)
-
-
-@register_kernel("magnitude_masks", "numba", dtypes=DTYPES)
-def magnitude_masks(xs: List[Tensor], k: int) -> List[Tensor]:
-    masks = [torch.empty(x.shape, dtype=torch.bool) for x in xs]
-    _run(xs, k, masks, False)
-    return masks
-
-
-@register_kernel("magnitude_prune_", "numba", dtypes=DTYPES)
-def magnitude_prune_(x: Tensor, k: int) -> Tensor:
-    mask = torch.empty(x.shape, dtype=torch.bool)
-    _run([x], k, [mask], True)
-    return mask
+register_magnitude_kernels("numba", _run)
 
 
 @njit(cache=True, parallel=True)
