@@ -98,6 +98,30 @@ def test_large(backend, gen):
     assert torch.equal(got.cpu(), ref_masks([x], 0.9)[0])
 
 
+@pytest.mark.parametrize("case", ["sample_misses", "heavy_ties", "nan", "two_sources"])
+def test_large_selection_paths(backend, gen, case):
+    """Inputs of >= 2^20 elements take the sample-bracketed selection; these cases force each of its fallbacks."""
+    n = (1 << 20) + 4099
+    x = torch.randn(n, generator=gen) * 1e-3
+    stride = n // 16384  # the native kernel samples every stride-th element: make the sample unrepresentative
+    if case == "sample_misses":
+        x[::stride] = 1e3 + torch.rand(x[::stride].shape, generator=gen)
+    elif case == "heavy_ties":
+        x = torch.randint(-2, 3, (n,), generator=gen).float()
+    elif case == "nan":
+        x[[5, n - 7]] = float("nan")
+        with pytest.raises(ValueError, match="contains 2 NaN"):
+            fd.magnitude_mask(x.to(backend), 0.5)
+        return
+    xs = [x.to(backend)] if case != "two_sources" else [x[:1000].to(backend), x.to(backend).half()]
+    for sparsity in (0.01, 0.5, 0.97):
+        got = fd.global_magnitude_masks(xs, sparsity)
+        want = ref_masks(xs, sparsity)
+        assert all(torch.equal(g.cpu(), w) for g, w in zip(got, want)), sparsity
+    thr = fd.magnitude_threshold(xs[-1], 0.5)
+    assert float(thr) == float(torch.kthvalue(xs[-1].float().abs().cpu(), round(0.5 * xs[-1].numel())).values)
+
+
 @pytest.mark.parametrize("nm", [(2, 4), (1, 4), (4, 8), (0, 3), (3, 3), (5, 16)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_nm_mask(backend, gen, nm, dtype):

@@ -16,6 +16,8 @@ struct PruneLeaves {
   int64_t (*write_mask)(void*, int64_t, DType, uint32_t, uint8_t*, bool);
   void (*prune_ties)(void*, int64_t, DType, uint32_t, int64_t, uint8_t*, bool);
   void (*nm_mask)(const void*, int64_t, int64_t, int64_t, DType, uint8_t*);
+  void (*sample_keys)(const void*, int64_t, int64_t, DType, uint32_t*);
+  int64_t (*collect)(const void*, int64_t, DType, uint32_t, uint32_t, uint32_t*, int64_t, int64_t*, int64_t*);
 };
 
 #define FD_DECLARE_PRUNE_LEAVES(NS)                                               \
@@ -26,7 +28,9 @@ struct PruneLeaves {
   int64_t write_mask(void*, int64_t, DType, uint32_t, uint8_t*, bool);            \
   void prune_ties(void*, int64_t, DType, uint32_t, int64_t, uint8_t*, bool);      \
   void nm_mask(const void*, int64_t, int64_t, int64_t, DType, uint8_t*);          \
-  inline PruneLeaves leaves() { return {hist_hi, hist_lo, count_nan, write_mask, prune_ties, nm_mask}; } \
+  void sample_keys(const void*, int64_t, int64_t, DType, uint32_t*);               \
+  int64_t collect(const void*, int64_t, DType, uint32_t, uint32_t, uint32_t*, int64_t, int64_t*, int64_t*); \
+  inline PruneLeaves leaves() { return {hist_hi, hist_lo, count_nan, write_mask, prune_ties, nm_mask, sample_keys, collect}; } \
   }
 FD_DECLARE_PRUNE_LEAVES(scalar)
 FD_DECLARE_PRUNE_LEAVES(avx2)

@@ -146,6 +146,69 @@ static void hist_lo_t(const void* data, int64_t n, uint32_t hi, uint32_t* hist) 
 }
 #endif
 
+// out[i] = key of element i * stride, for i < count (the sample that brackets the k-th key; see prune.cpp).
+template <DType D>
+static void sample_keys_t(const void* data, int64_t stride, int64_t count, uint32_t* out) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  for (int64_t i = 0; i < count; ++i) out[i] = magnitude_key<D>(p[i * stride]);
+}
+
+// One read pass for the sampled bracket [lo, hi]: counts keys < lo and NaNs, and copies the keys in [lo, hi] to out
+// (capacity cap). Returns how many were copied, or -1 once more than cap would be (the caller falls back).
+#if FD_ISA_AVX512
+template <DType D>
+static int64_t collect_t(const void* data, int64_t n, uint32_t lo, uint32_t hi, uint32_t* out, int64_t cap,
+                         int64_t* below, int64_t* nans) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  const __m512i vlo = _mm512_set1_epi32(static_cast<int>(lo)), vhi = _mm512_set1_epi32(static_cast<int>(hi));
+  const __m512i vinf = _mm512_set1_epi32(0x7f800000);
+  int64_t j = 0, b = 0, nn = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i k = load_keys16<D>(p + i);
+    b += __builtin_popcount(_mm512_cmplt_epu32_mask(k, vlo));
+    nn += __builtin_popcount(_mm512_cmpgt_epu32_mask(k, vinf));
+    const __mmask16 in = _mm512_cmpge_epu32_mask(k, vlo) & _mm512_cmple_epu32_mask(k, vhi);
+    if (!in) continue;
+    if (j + 16 > cap) return -1;
+    _mm512_mask_compressstoreu_epi32(out + j, in, k);
+    j += __builtin_popcount(in);
+  }
+  for (; i < n; ++i) {
+    const uint32_t k = magnitude_key<D>(p[i]);
+    b += k < lo;
+    nn += k > 0x7f800000u;
+    if (k >= lo && k <= hi) {
+      if (j >= cap) return -1;
+      out[j++] = k;
+    }
+  }
+  *below = b;
+  *nans = nn;
+  return j;
+}
+#else
+template <DType D>
+static int64_t collect_t(const void* data, int64_t n, uint32_t lo, uint32_t hi, uint32_t* out, int64_t cap,
+                         int64_t* below, int64_t* nans) {
+  const auto* p = static_cast<const typename Storage<D>::type*>(data);
+  int64_t j = 0, b = 0, nn = 0;
+  for (int64_t s = 0; s < n; s += kBlock) {
+    const int64_t e = s + kBlock < n ? s + kBlock : n;
+    if (j + kBlock > cap) return -1;  // the branch-free append below may write one slot past the last candidate
+    for (int64_t i = s; i < e; ++i) {
+      const uint32_t k = magnitude_key<D>(p[i]);
+      b += k < lo;
+      nn += k > 0x7f800000u;
+      out[j] = k;
+      j += (k >= lo) & (k <= hi);
+    }
+  }
+  *below = b;
+  *nans = nn;
+  return j;
+}
+#endif
+
 template <DType D>
 static int64_t count_nan_t(const void* data, int64_t n) {
   const auto* p = static_cast<const typename Storage<D>::type*>(data);
@@ -275,6 +338,15 @@ int64_t write_mask(void* data, int64_t n, DType dt, uint32_t lo, uint8_t* mask, 
 }
 void prune_ties(void* data, int64_t n, DType dt, uint32_t key, int64_t count, uint8_t* mask, bool zero_out) {
   FD_DTYPE_SWITCH(dt, prune_ties_t<D_>(data, n, key, count, mask, zero_out))
+}
+void sample_keys(const void* data, int64_t stride, int64_t count, DType dt, uint32_t* out) {
+  FD_DTYPE_SWITCH(dt, sample_keys_t<D_>(data, stride, count, out))
+}
+int64_t collect(const void* data, int64_t n, DType dt, uint32_t lo, uint32_t hi, uint32_t* out, int64_t cap,
+                int64_t* below, int64_t* nans) {
+  int64_t r = 0;
+  FD_DTYPE_SWITCH(dt, r = collect_t<D_>(data, n, lo, hi, out, cap, below, nans))
+  return r;
 }
 void nm_mask(const void* data, int64_t groups, int64_t m, int64_t n, DType dt, uint8_t* mask) {
   FD_DTYPE_SWITCH(dt, nm_mask_t<D_>(data, groups, m, n, mask))
