@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
-import importlib.util
 import json
 import os
 import warnings
@@ -116,8 +115,10 @@ def backend_unavailable_reason(backend: str) -> Optional[str]:
         if reason is None and not torch.cuda.is_available():
             reason = "torch.cuda.is_available() is False"
     elif backend == "numba":
-        if importlib.util.find_spec("numba") is None:
-            reason = "numba is not installed"
+        try:
+            importlib.import_module("numba")
+        except ImportError as exc:
+            reason = f"numba not importable ({exc})"
     if reason is None:
         try:
             for mod in _KERNEL_MODULES[backend]:

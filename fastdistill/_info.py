@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from typing import Any, Dict
 
@@ -39,7 +38,7 @@ def info() -> Dict[str, Any]:
 
         out["simd"] = {"level": _C.simd_level(), "detected": _C.detected_simd_level(),
                        "cpu_features": dict(_C.cpu_features()), "openmp_max_threads": _C.max_threads()}
-    if importlib.util.find_spec("numba") is not None and backends["numba"]["usable"]:
+    if backends["numba"]["usable"]:
         numba = importlib.import_module("numba")
         out["numba"] = {"version": numba.__version__, "threads": numba.config.NUMBA_NUM_THREADS}
     out["env"] = {k: v for k, v in os.environ.items() if k.startswith("FASTDISTILL_")}

@@ -74,3 +74,22 @@ def test_set_backend_and_env(tmp_path):
 def test_auto_prefers_native_then_numba():
     order = [b for b in ("native", "numba", "python") if _dispatch.backend_unavailable_reason(b) is None]
     assert _dispatch.select_kernel("magnitude_masks", ([torch.ones(3)], 1))[0] == order[0]
+
+
+def test_pure_python_without_compiled_modules_or_numba(tmp_path):
+    """Where neither the C++/CUDA modules nor Numba can be imported, import works, info says why, ops still run."""
+    code = (
+        "import sys\n"
+        "for name in ('fastdistill._C', 'fastdistill._cuda', 'numba'):\n"
+        "    sys.modules[name] = None  # makes `import name` raise ImportError\n"
+        "import torch, fastdistill as fd\n"
+        "inf = fd.info()\n"
+        "assert [b for b, v in inf['backends'].items() if v['usable']] == ['python'], inf\n"
+        "assert 'numba not importable' in inf['backends']['numba']['reason']\n"
+        "assert '_C not importable' in inf['backends']['native']['reason']\n"
+        "x = torch.randn(1000)\n"
+        "assert int((~fd.magnitude_mask(x, 0.3)).sum()) == 300\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=SUB_ENV)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
