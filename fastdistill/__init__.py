@@ -17,10 +17,14 @@ from .pruning import (
     prune_,
     random_mask,
 )
+from .quantization import QuantizedTensor, dequantize, fake_quantize, quantize
 
 __all__ = [
     "BackendError",
+    "QuantizedTensor",
     "channel_mask",
+    "dequantize",
+    "fake_quantize",
     "get_backend",
     "global_magnitude_masks",
     "info",
@@ -28,6 +32,7 @@ __all__ = [
     "magnitude_threshold",
     "nm_mask",
     "prune_",
+    "quantize",
     "random_mask",
     "set_backend",
     "use_backend",
