@@ -210,7 +210,7 @@ def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granular
     t = to_tensor(x)
     scale_method, axis, group_size = _check_args(t, bits, scheme, granularity, axis, group_size, scale_method,
                                                  percentile)
-    rows = _rows(t.detach(), granularity, axis, group_size)
+    rows = _rows(t.detach().float(), granularity, axis, group_size)
     codes, scale, zp = _ops.quantize(rows, bits, scheme, scale_method, float(percentile))
     return QuantizedTensor(codes, scale, zp, bits=bits, scheme=scheme, granularity=granularity, axis=axis,
                            group_size=group_size, shape=tuple(t.shape), dtype=t.dtype)

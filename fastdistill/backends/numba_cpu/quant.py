@@ -38,11 +38,11 @@ def _reduce(x, sym):
     """(a, b, bad): sym: a = max|x|; asym: a = min x, b = max x (0, 0 when empty); bad = any NaN/inf."""
     if sym:
         a = _ZERO
+        bad = False
         for v in x:
-            m = abs(v)
-            if not m <= a:  # also takes NaN, which is then reported
-                a = m
-        return a, _ZERO, not np.isfinite(a)
+            bad |= not np.isfinite(v)
+            a = max(a, abs(v))
+        return a, _ZERO, bad
     if x.size == 0:
         return _ZERO, _ZERO, False
     lo = x[0]
