@@ -66,6 +66,13 @@ void advise_huge_pages(void* p, int64_t nbytes) {
 // would hold up the whole op for a scheduler time slice.
 int64_t dynamic_grain(int64_t tasks, int nthreads) { return std::max<int64_t>(1, tasks / (16 * nthreads)); }
 
+// Waking a thread costs more than quantizing a few thousand elements, and on a busy machine it can cost a whole
+// scheduler time slice: small inputs stay on the calling thread.
+int threads_for(int64_t elements, int nthreads) {
+  constexpr int64_t kPerThread = 1 << 16;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(clamp_threads(nthreads), elements / kPerThread)));
+}
+
 int64_t count_nonfinite(const float* x, int64_t n) {
   int64_t bad = 0;
   for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(x[i]);
@@ -104,7 +111,7 @@ void quantize_rows(const py::array& x, int bits, bool sym, const py::array& code
   auto* sc = static_cast<float*>(const_cast<void*>(scale.data()));
   auto* z = static_cast<int32_t*>(const_cast<void*>(zp.data()));
   advise_huge_pages(out, rows * rb);
-  nthreads = clamp_threads(nthreads);
+  nthreads = threads_for(rows * length, nthreads);
   const QuantLeaves leaf = quant_leaves();
   int64_t bad = 0, overflow = 0;  // rows with NaN/inf; asymmetric rows whose max - min overflows
   {
@@ -177,7 +184,7 @@ void dequantize_rows(const py::array& codes, const py::array& scale, const py::a
   const auto* z = static_cast<const int32_t*>(zp.data());
   auto* dst = static_cast<float*>(const_cast<void*>(out.data()));
   advise_huge_pages(dst, rows * length * static_cast<int64_t>(sizeof(float)));
-  nthreads = clamp_threads(nthreads);
+  nthreads = threads_for(rows * length, nthreads);
   const QuantLeaves leaf = quant_leaves();
   py::gil_scoped_release nogil;
   const Pieces p = split_rows(rows, length, nthreads);
