@@ -88,6 +88,9 @@ def test_rounding_ties_and_special_values(backend):
     q = fd.quantize(x, 8)
     assert q.scale.item() == 1.0
     assert q.int_codes().reshape(-1).tolist() == [127, 0, 2, 2, 0, -2, 4, -126, 0, 0]
+    halves = (torch.arange(-254, 255) / 2).repeat(3, 1).to(backend)  # every lane of the vector body hits a tie
+    qh = fd.quantize(halves, 8, granularity="channel")
+    assert torch.equal(qh.int_codes().cpu(), torch.round(halves.cpu()).int())
     rows = torch.zeros(4, 37, device=backend)  # all-zero row, subnormal row, huge row, mixed
     rows[1, 3] = 1e-45
     rows[2] = -3.0e38  # all negative, so the asymmetric range 0 - min stays finite
