@@ -34,25 +34,24 @@ def _split(rows, length, nthreads):
 
 
 @njit(cache=True)
-def _reduce(x, sym):
-    """(a, b, bad): sym: a = max|x|; asym: a = min x, b = max x (0, 0 when empty); bad = any NaN/inf."""
+def _reduce(bits, sym):
+    """(a, b, bad) as fp32 bit patterns, from the bit patterns of a piece, as reduce() in quant_kernels.h: integer
+    max/min over bit patterns (which vectorizes), NaN/inf seen as patterns beyond the finite range."""
     if sym:
-        a = _ZERO
-        bad = False
-        for v in x:
-            bad |= not np.isfinite(v)
-            a = max(a, abs(v))
-        return a, _ZERO, bad
-    if x.size == 0:
-        return _ZERO, _ZERO, False
-    lo = x[0]
-    hi = x[0]
-    bad = False
-    for v in x:
-        bad |= not np.isfinite(v)
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return lo, hi, bad
+        m = np.int32(0)
+        for v in bits:
+            m = max(m, v & np.int32(0x7FFFFFFF))
+        return m, np.int32(0), m >= np.int32(0x7F800000)
+    if bits.size == 0:
+        return np.int32(0), np.int32(0), False
+    lo = np.int32(0x7FFFFFFF)
+    hi = np.int32(-0x80000000)
+    for v in bits:
+        k = v ^ ((v >> np.int32(31)) & np.int32(0x7FFFFFFF))  # signed key with the order of the floats
+        lo = min(lo, k)
+        hi = max(hi, k)
+    bad = hi >= np.int32(0x7F800000) or lo <= np.int32(-0x7F800001)
+    return lo ^ ((lo >> np.int32(31)) & np.int32(0x7FFFFFFF)), hi ^ ((hi >> np.int32(31)) & np.int32(0x7FFFFFFF)), bad
 
 
 @njit(cache=True)
@@ -76,7 +75,7 @@ def _field(v, scale, lo, hi, off):
     q = lo if q < lo else q
     q = hi if q > hi else q
     q = (q + _ROUND) - _ROUND
-    return np.int32(q) + off
+    return np.uint8((np.int32(q) + off) & 0xFF)
 
 
 @njit(cache=True)
@@ -84,39 +83,62 @@ def _quantize_piece(x, scale, zp, bits, sym, out):
     qmax = (1 << (bits - 1)) - 1 if sym else (1 << bits) - 1
     lo = np.float32(-qmax if sym else -zp)
     hi = np.float32(qmax if sym else qmax - zp)
-    off = (0 if bits == 8 else 1 << (bits - 1)) if sym else zp
+    off = np.int32((0 if bits == 8 else 1 << (bits - 1)) if sym else zp)
+    n = x.size
+    if bits == 8:
+        for i in range(n):
+            out[i] = _field(x[i], scale, lo, hi, off)
+        return
     per = 8 // bits
-    for j in range(out.size):
-        byte = 0
-        for k in range(min(per, x.size - j * per)):
-            byte |= (_field(x[j * per + k], scale, lo, hi, off) & 0xFF) << (k * bits)
-        out[j] = byte
+    full = n // per
+    if bits == 4:
+        for j in range(full):
+            out[j] = _field(x[2 * j], scale, lo, hi, off) | (_field(x[2 * j + 1], scale, lo, hi, off) << 4)
+    else:
+        for j in range(full):
+            out[j] = (_field(x[4 * j], scale, lo, hi, off) | (_field(x[4 * j + 1], scale, lo, hi, off) << 2)
+                      | (_field(x[4 * j + 2], scale, lo, hi, off) << 4)
+                      | (_field(x[4 * j + 3], scale, lo, hi, off) << 6))
+    if n % per:  # a row's last, partial byte: zero fields pad it
+        byte = np.uint8(0)
+        for k in range(n % per):
+            byte |= _field(x[full * per + k], scale, lo, hi, off) << (k * bits)
+        out[full] = byte
 
 
 @njit(cache=True)
 def _dequantize_piece(codes, scale, zp, bits, sym, out):
+    sub = np.int32((0 if bits == 8 else 1 << (bits - 1)) if sym else zp)
+    n = out.size
+    if bits == 8:  # codes is int8 (symmetric) or uint8
+        for i in range(n):
+            out[i] = np.float32(np.int32(codes[i]) - sub) * scale
+        return
     per = 8 // bits
-    mask = (1 << bits) - 1
-    sub = (0 if bits == 8 else 1 << (bits - 1)) if sym else zp
-    for i in range(out.size):
-        f = (np.int32(codes[i // per]) >> ((i % per) * bits)) & mask
-        if bits == 8 and sym and f > 127:
-            f -= 256  # int8 codes travel as their two's-complement bytes
-        out[i] = np.float32(f - sub) * scale
+    mask = np.int32((1 << bits) - 1)
+    full = n // per
+    for j in range(full):
+        c = np.int32(codes[j])
+        for k in range(per):
+            out[j * per + k] = np.float32(((c >> (k * bits)) & mask) - sub) * scale
+    for k in range(n % per):
+        out[full * per + k] = np.float32(((np.int32(codes[full]) >> (k * bits)) & mask) - sub) * scale
 
 
 @njit(cache=True, parallel=True)
-def _quantize_rows(x, bits, sym, codes, scale, zp, nthreads):
+def _quantize_rows(x, xbits, bits, sym, codes, scale, zp, nthreads):
     """Returns (rows with NaN/inf, rows whose asymmetric range overflows)."""
     rows, length = x.shape
     per_row, plen = _split(rows, length, nthreads)
     tasks = rows * per_row
-    pa = np.zeros(tasks, np.float32)
-    pb = np.zeros(tasks, np.float32)
+    pa_bits = np.zeros(tasks, np.int32)
+    pb_bits = np.zeros(tasks, np.int32)
     pbad = np.zeros(tasks, np.bool_)
     for t in prange(tasks):
         r, begin = t // per_row, t % per_row * plen
-        pa[t], pb[t], pbad[t] = _reduce(x[r, begin:min(begin + plen, length)], sym)
+        pa_bits[t], pb_bits[t], pbad[t] = _reduce(xbits[r, begin:min(begin + plen, length)], sym)
+    pa = pa_bits.view(np.float32)
+    pb = pb_bits.view(np.float32)
     bad = 0
     overflow = 0
     for r in range(rows):
@@ -156,8 +178,8 @@ def _threads() -> int:
 def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor, Tensor]:
     codes, scale, zp = empty_outputs(x, bits, scheme)
     xa = x.detach().numpy()
-    bad, overflow = _quantize_rows(xa, bits, scheme == "symmetric", codes.numpy().view(np.uint8), scale.numpy(),
-                                   zp.numpy(), _threads())
+    bad, overflow = _quantize_rows(xa, xa.view(np.int32), bits, scheme == "symmetric", codes.numpy().view(np.uint8),
+                                   scale.numpy(), zp.numpy(), _threads())
     if bad:
         n = int(np.count_nonzero(~np.isfinite(xa)))
         raise ValueError(f"x contains {n} NaN or infinite value(s); quantization needs finite values")
@@ -169,6 +191,5 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
 @register_kernel("dequantize", "numba", supports=_dequantize_supports)
 def dequantize(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     out = torch.empty((codes.shape[0], length), dtype=torch.float32)
-    _dequantize_rows(codes.numpy().view(np.uint8), scale.numpy(), zp.numpy(), bits, scheme == "symmetric",
-                     out.numpy(), _threads())
+    _dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.numpy(), _threads())
     return out
