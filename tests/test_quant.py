@@ -82,6 +82,20 @@ def test_matches_reference(backend, gen, case, bits, kind):
         assert torch.equal(deq.cpu(), want_deq)
 
 
+@pytest.mark.parametrize("case", [((1, 400003), "tensor", 0, 0), ((2, 300001), "channel", 0, 0),
+                                  ((97, 4099), "channel", 0, 0), ((512, 1024), "group", 0, 128)], ids=case_id)
+def test_parallel_paths(backend, gen, case):
+    # large enough for several threads: split rows (few long rows) and row-parallel (many rows) schedules
+    shape, gran, axis, gs = case
+    x = make(shape, gen, backend)
+    x.view(-1)[shape[-1] // 3] = 50.0  # the row maximum in a later piece than the first
+    for bits, scheme in ((8, "symmetric"), (4, "asymmetric"), (2, "symmetric")):
+        q = fd.quantize(x, bits, scheme=scheme, **q_args(gran, axis, gs))
+        want, want_deq = reference(x, bits, scheme, **q_args(gran, axis, gs))
+        assert_same(q, want)
+        assert torch.equal(q.dequantize().cpu(), want_deq)
+
+
 def test_rounding_ties_and_special_values(backend):
     # scale 1: every x.5 is a tie, rounded half to even as torch.round does
     x = torch.tensor([127.0, 0.5, 1.5, 2.5, -0.5, -2.5, 3.5, -126.5, 0.0, -0.0], device=backend)
