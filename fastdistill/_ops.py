@@ -109,3 +109,14 @@ def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, sche
 @dequantize.register_fake
 def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     return codes.new_empty((codes.shape[0], length), dtype=torch.float32)
+
+
+@torch.library.custom_op("fastdistill::dequantize_into", mutates_args=("out",))
+def dequantize_into(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    """:func:`dequantize` written into the contiguous float32 ``out`` (rows, length): no fresh output memory."""
+    dispatch("dequantize_into", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme, out)
+
+
+@dequantize_into.register_fake
+def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    return None

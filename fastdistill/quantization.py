@@ -105,10 +105,29 @@ class QuantizedTensor:
 
         return unpack(self.codes, self.row_length, self.bits, self.scheme)
 
-    def dequantize(self) -> torch.Tensor:
-        """The float tensor the codes stand for, in the original shape and dtype."""
+    def dequantize(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The float tensor the codes stand for, in the original shape and dtype. With ``out`` (a tensor of that
+        shape and dtype on the codes' device), the values are written there and ``out`` is returned: a reused
+        buffer saves the page faults of fresh output memory, which cost more than dequantizing itself."""
+        if out is not None:
+            return self._dequantize_into(out)
         rows = _ops.dequantize(self.codes, self.scale, self.zero_point, self.bits, self.scheme, self.row_length)
         return _from_rows(rows, self.shape, self.granularity, self.axis).to(self.dtype)
+
+    def _dequantize_into(self, out: torch.Tensor) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out: expected a torch.Tensor, got {type(out).__name__}")
+        if out.shape != self.shape or out.dtype != self.dtype or out.device != self.codes.device:
+            raise ValueError(f"out: expected shape {tuple(self.shape)}, dtype {self.dtype} on {self.codes.device}, "
+                             f"got {tuple(out.shape)}, {out.dtype} on {out.device}")
+        direct = (out.dtype == torch.float32 and out.is_contiguous()
+                  and (self.granularity == "tensor" or self.axis == 0))
+        if not direct:  # the rows are not out's memory order: go through a fresh tensor
+            return out.copy_(self.dequantize())
+        rows = out.view(-1, self.row_length) if self.row_length else out.view(self.scale.numel(), 0)
+        with torch.no_grad():
+            _ops.dequantize_into(self.codes, self.scale, self.zero_point, self.bits, self.scheme, rows)
+        return out
 
     def to(self, device: Any) -> "QuantizedTensor":
         """A copy with every tensor on ``device``."""
@@ -216,8 +235,8 @@ def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granular
                            group_size=group_size, shape=tuple(t.shape), dtype=t.dtype)
 
 
-def dequantize(q: QuantizedTensor) -> torch.Tensor:
-    """``q.dequantize()``: the float tensor in its original shape and dtype.
+def dequantize(q: QuantizedTensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``q.dequantize(out)``: the float tensor in its original shape and dtype (written into ``out`` if given).
 
     Example::
 
@@ -227,7 +246,7 @@ def dequantize(q: QuantizedTensor) -> torch.Tensor:
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"q: expected a QuantizedTensor, got {type(q).__name__}")
-    return q.dequantize()
+    return q.dequantize(out)
 
 
 class _FakeQuantize(torch.autograd.Function):

@@ -10,6 +10,12 @@ import fastdistill as fd
 from ..bench import Row, compare, suite
 
 
+def torch_per_tensor_absmax(w: torch.Tensor) -> torch.Tensor:
+    """torch's per-tensor int8 with its absmax scale computed without a temporary (one aminmax pass)."""
+    lo, hi = torch.aminmax(w)
+    return torch.quantize_per_tensor(w, float(torch.maximum(lo.abs(), hi.abs())) / 127, 0, torch.qint8)
+
+
 def torch_group_int4(w: torch.Tensor, group: int = 128) -> torch.Tensor:
     """Eager-torch symmetric group-wise int4 with nibble packing (what users write without a kernel)."""
     g = w.reshape(-1, group)
@@ -41,11 +47,16 @@ def quant_suite(quick: bool) -> Iterator[Row]:
                   lambda: torch.quantize_per_tensor(w, 0.01, 0, torch.qint8), ours_name="quantize(tensor, incl. scale)",
                   peer_name="quantize_per_tensor(given scale)", floor=read_write_int8, floor_name="int8.copy_(w)",
                   target=">=1x peer", repeat=rep)
+    yield compare("quant", f"{label} int8 per-tensor", lambda: fd.quantize(w, 8), lambda: torch_per_tensor_absmax(w),
+                  ours_name="quantize(tensor, incl. scale)", peer_name="aminmax + quantize_per_tensor", repeat=rep)
     q8, qt = fd.quantize(w, 8, granularity="channel"), peer_pc()
     f32 = torch.empty_like(w)
     write_f32 = lambda: f32.copy_(i8)  # noqa: E731  reads 16 MiB, writes 64 MiB: the dequantize floor
     yield compare("quant", f"{label} int8 per-channel dequantize", q8.dequantize, qt.dequantize,
                   ours_name="QuantizedTensor.dequantize", peer_name="qtensor.dequantize()", floor=write_f32,
+                  floor_name="f32.copy_(int8)", target=">=5x peer", repeat=rep)
+    yield compare("quant", f"{label} int8 per-channel dequantize", lambda: q8.dequantize(out=f32), qt.dequantize,
+                  ours_name="dequantize(out=reused buffer)", peer_name="qtensor.dequantize()", floor=write_f32,
                   floor_name="f32.copy_(int8)", target=">=5x peer", repeat=rep)
     ours_g4 = lambda: fd.quantize(w, 4, granularity="group", group_size=128)  # noqa: E731
     yield compare("quant", f"{label} int4 group-128 quantize+pack", ours_g4, lambda: torch_group_int4(w),

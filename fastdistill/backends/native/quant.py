@@ -49,9 +49,18 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
     return codes, scale, zp
 
 
+def _into_supports(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, out: Tensor) -> Optional[str]:
+    return linear_absmax_reason(bits, scheme)
+
+
+@register_kernel("dequantize_into", "native", supports=_into_supports)
+def dequantize_into(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    _C.dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.detach().numpy(),
+                       torch.get_num_threads())
+
+
 @register_kernel("dequantize", "native", supports=_dequantize_supports)
 def dequantize(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     out = torch.empty((codes.shape[0], length), dtype=torch.float32)
-    _C.dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.numpy(),
-                       torch.get_num_threads())
+    dequantize_into(codes, scale, zp, bits, scheme, out)
     return out

@@ -12,7 +12,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from ..native.quant import _dequantize_supports, _quantize_supports, empty_outputs
+from ..native.quant import _dequantize_supports, _into_supports, _quantize_supports, empty_outputs
 from ..reference.quant import RANGE_OVERFLOW
 
 _ROUND = np.float32(12582912.0)  # 1.5 * 2^23
@@ -188,8 +188,14 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
     return codes, scale, zp
 
 
+@register_kernel("dequantize_into", "numba", supports=_into_supports)
+def dequantize_into(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    _dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.detach().numpy(),
+                     _threads())
+
+
 @register_kernel("dequantize", "numba", supports=_dequantize_supports)
 def dequantize(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     out = torch.empty((codes.shape[0], length), dtype=torch.float32)
-    _dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.numpy(), _threads())
+    dequantize_into(codes, scale, zp, bits, scheme, out)
     return out

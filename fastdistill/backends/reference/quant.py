@@ -183,3 +183,8 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
 @register_kernel("dequantize", "python", devices=DEVICES)
 def dequantize(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     return dequantize_codes(unpack(codes, length, bits, scheme), scale, zp, bits, scheme)
+
+
+@register_kernel("dequantize_into", "python", devices=DEVICES)
+def dequantize_into(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    out.copy_(dequantize(codes, scale, zp, bits, scheme, out.shape[1]))
