@@ -7,6 +7,8 @@
 // rounding gives the same integer as the reference's round-then-clamp (the bounds are integers, rounding is
 // monotone), and bounds the value to |v| <= 255 where adding and subtracting 1.5 * 2^23 rounds half-to-even exactly
 // in the default rounding mode, which every ISA level vectorizes (unlike nearbyintf on baseline x86-64).
+// (A reciprocal multiply with an exact fix-up of near-tie tiles was measured: 20% slower. The fused loop is bound by
+// memory and the narrowing stores, not by the divide.)
 //
 // Expects, before inclusion: <cstdint>, "common.h"; and FD_ISA_NAMESPACE defined.
 
