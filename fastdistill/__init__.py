@@ -18,11 +18,15 @@ from .pruning import (
     prune_,
     random_mask,
 )
+from .quantization import QuantizedTensor, dequantize, fake_quantize, quantize
 
 __all__ = [
     "BackendError",
+    "QuantizedTensor",
     "channel_mask",
     "compress",
+    "dequantize",
+    "fake_quantize",
     "get_backend",
     "global_magnitude_masks",
     "info",
@@ -30,6 +34,7 @@ __all__ = [
     "magnitude_threshold",
     "nm_mask",
     "prune_",
+    "quantize",
     "random_mask",
     "set_backend",
     "use_backend",

@@ -6,7 +6,7 @@ them. The implementations here only normalise layout (backends receive contiguou
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 from torch import Tensor
@@ -75,3 +75,47 @@ def _like(result: Tensor, x: Tensor) -> Tensor:
     out = torch.empty_like(x, dtype=result.dtype)
     out.copy_(result)
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Quantization (rows of a (rows, length) float tensor, one scale and zero point per row; see quantization.py)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastdistill::quantize", mutates_args=())
+def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """(codes, scale, zero_point) of the 2-D float ``x``: codes (rows, row_bytes) int8/uint8 (packed below 8 bits),
+    scale (rows,) float32, zero_point (rows,) int32."""
+    return dispatch("quantize", x.contiguous(), bits, scheme, method, percentile)
+
+
+@quantize.register_fake
+def _(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor, Tensor]:
+    from .backends.reference.quant import code_dtype, row_bytes
+
+    rows, length = x.shape
+    codes = x.new_empty((rows, row_bytes(length, bits)), dtype=code_dtype(bits, scheme))
+    return codes, x.new_empty((rows,), dtype=torch.float32), x.new_empty((rows,), dtype=torch.int32)
+
+
+@torch.library.custom_op("fastdistill::dequantize", mutates_args=())
+def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
+    """(rows, length) float32 values of the codes made by :func:`quantize`."""
+    return dispatch("dequantize", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme,
+                    length)
+
+
+@dequantize.register_fake
+def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
+    return codes.new_empty((codes.shape[0], length), dtype=torch.float32)
+
+
+@torch.library.custom_op("fastdistill::dequantize_into", mutates_args=("out",))
+def dequantize_into(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    """:func:`dequantize` written into the contiguous float32 ``out`` (rows, length): no fresh output memory."""
+    dispatch("dequantize_into", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme, out)
+
+
+@dequantize_into.register_fake
+def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    return None
