@@ -142,8 +142,8 @@ def _kd_backward(ctx, grad_loss: Tensor, _grad_grad: Optional[Tensor]):
         raise RuntimeError("fastdistill::kd_loss was called with compute_grad=False; its gradient was not computed")
     if ctx.reduction == "none":
         out = grad * grad_loss.unsqueeze(-1).to(grad.dtype)
-    elif grad_loss.device.type != "cpu":
-        out = grad * grad_loss  # a 0-d factor does not promote grad's dtype
+    elif grad_loss.device.type != "cpu" or type(grad_loss) is not torch.Tensor:
+        out = grad * grad_loss  # no host sync on CUDA, no data-dependent branch while tracing; 0-d keeps grad's dtype
     elif float(grad_loss) == 1.0:
         out = grad  # the usual loss.backward(): the gradient is already final, skip a pass over it
     else:

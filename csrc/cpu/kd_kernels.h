@@ -89,10 +89,10 @@ FD_INLINE uint16_t float_to_half(float f) {
   const uint32_t sign = u & 0x80000000u;
   u ^= sign;
   const uint32_t big = u > 0x7f800000u ? 0x7e00u : 0x7c00u;                          // NaN : overflow to inf
-  const uint32_t magic = 113u << 23;                                                   // 2^-14: half's min normal
-  const uint32_t sub = as_bits(as_float(u) + as_float(magic)) - magic;                 // rounds to the 2^-24 grid
+  const uint32_t denorm_magic = 126u << 23;  // 0.5: adding it rounds |f| < 2^-14 to the 2^-24 grid in the low bits
+  const uint32_t sub = as_bits(as_float(u) + as_float(denorm_magic)) - denorm_magic;
   const uint32_t norm = (u + ((15u - 127u) << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
-  const uint32_t h = u >= (143u << 23) ? big : (u < magic ? sub : norm);
+  const uint32_t h = u >= (143u << 23) ? big : (u < (113u << 23) ? sub : norm);  // 113 << 23: half's min normal
   return static_cast<uint16_t>(h | (sign >> 16));
 }
 
@@ -179,6 +179,7 @@ struct RowCtx {
   DType ds, dt;
   int64_t V, y;        // y: target column, or -1
   LogSoftmax ls, lp, ls1;  // student at tau, teacher, student at tau = 1 (for the cross-entropy term)
+  double lr_shift;     // log q_j - log p_j = ls.k * x_j - lp.k * u_j + lr_shift
   float ckd, cce;      // gradient weights of the divergence (w.r.t. x / tau, already times tau) and of the CE
   float beta;
 };
@@ -233,19 +234,27 @@ static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
   return total;
 }
 
+// log q - log p + shift, accurately: as ks * xs - kt * xt + (constant) in double, then rounded once. In fp32 the
+// difference of two log-probabilities of magnitude ~100 (logits of scale 30) loses ~1e-5 to cancellation, which
+// the reverse-KL and JSD gradients, q (log q - log p - D), would inherit.
+FD_INLINE float log_ratio(float xs, float xt, double ks, double kt, double shift) {
+  return static_cast<float>(static_cast<double>(xs) * ks - static_cast<double>(xt) * kt + shift);
+}
+
 // KL(q || p) = sum q (log q - log p).
 static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
   double total = 0;
-  const LogSoftmax S = c.ls, P = c.lp;
+  const LogSoftmax S = c.ls;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
   for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
-    float acc = 0;
+    double acc = 0;  // the gradient subtracts this sum from terms of its size: keep it to double precision
 #pragma omp simd reduction(+ : acc)
     for (int64_t i = 0; i < n; ++i) {
-      const float ls = S(xs[i]), lp = P(xt[i]);
-      const float q = fexp(ls);
-      acc += q > 0.0f ? q * (ls - lp) : 0.0f;
+      const float q = fexp(S(xs[i]));
+      acc += q > 0.0f ? static_cast<double>(q) * (xs[i] * ks - xt[i] * kt + shift)
+                      : 0.0;
     }
     total += acc;
   });
@@ -254,8 +263,9 @@ static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
 
 // d KL(q || p) / d(x / tau) = q * (log q - log p - KL).
 template <bool Sep1>
-static void reverse_kl_grad(const RowCtx& c, float kl, float* bs, float* bt, float* bg) {
-  const LogSoftmax S = c.ls, P = c.lp, S1 = c.ls1;
+static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, float* bg) {
+  const LogSoftmax S = c.ls, S1 = c.ls1;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift - kl;
   const float ckd = c.ckd, cce = c.cce;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -263,33 +273,33 @@ static void reverse_kl_grad(const RowCtx& c, float kl, float* bs, float* bt, flo
     float* g = grad_chunk(c.g, c.ds, off, bg);
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const float ls = S(xs[i]), lp = P(xt[i]);
-      const float q = fexp(ls);
+      const float q = fexp(S(xs[i]));
       const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
-      g[i] = (q > 0.0f ? ckd * q * ((ls - lp) - kl) : 0.0f) + cce * q1;
+      g[i] = (q > 0.0f ? ckd * q * log_ratio(xs[i], xt[i], ks, kt, shift) : 0.0f) + cce * q1;
     }
     finish_grad_chunk(c, off, n, g);
   });
 }
 
-// exp(-|lp - lq|): the smaller of the two probabilities over the larger.
-FD_INLINE float ratio_small_big(float lp, float lq) {
-  const float d = lp - lq;
-  return fexp(d >= 0.0f ? -d : d);
-}
+// The mixture m = beta p + (1 - beta) q of the generalised JSD in terms of r = log q - log p, without forming m:
+// the larger of the two terms is factored out, so the log's argument lies in [min(beta, 1 - beta), 1] (no
+// underflow, no log 0). Gives log p - log m, log q - log m and e = exp(-|r|), the smaller probability over the
+// larger.
+struct Mixture {
+  float lp_m, lq_m, e;
+};
 
-// log m for the mixture m = beta p + (1 - beta) q, from the log-probabilities and e = ratio_small_big(lp, lq),
-// without forming m: the larger term is factored out, so the log's argument lies in [min(beta, 1 - beta), 1] (no
-// underflow, no log 0).
-FD_INLINE float log_mixture(float lp, float lq, float beta, float e) {
-  const bool teacher_big = lp >= lq;
-  const float w = teacher_big ? beta + (1.0f - beta) * e : beta * e + (1.0f - beta);
-  return (teacher_big ? lp : lq) + flog(w);
+FD_INLINE Mixture mixture(float r, float beta) {
+  const bool teacher_big = r <= 0.0f;
+  const float e = fexp(teacher_big ? r : -r);
+  const float lw = flog(teacher_big ? beta + (1.0f - beta) * e : beta * e + (1.0f - beta));
+  return {(teacher_big ? 0.0f : -r) - lw, (teacher_big ? r : 0.0f) - lw, e};
 }
 
 // Generalised JSD: beta KL(p || m) + (1 - beta) KL(q || m). Returns the two KLs (teacher's, student's).
 static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double* kl_q) {
   const LogSoftmax S = c.ls, P = c.lp;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
   const float beta = c.beta;
   double tp = 0, tq = 0;
   for_chunks(c.V, [=, &c, &tp, &tq](int64_t off, int64_t n) {
@@ -299,12 +309,12 @@ static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double
 #pragma omp simd reduction(+ : ap, aq)
     for (int64_t i = 0; i < n; ++i) {
       const float ls = S(xs[i]), lp = P(xt[i]);
-      const float e = ratio_small_big(lp, ls);
-      const float lm = log_mixture(lp, ls, beta, e);
-      const float big = fexp(lp > ls ? lp : ls), small = big * e;
-      const float p = lp >= ls ? big : small, q = lp >= ls ? small : big;
-      ap += p > 0.0f ? p * (lp - lm) : 0.0f;
-      aq += q > 0.0f ? q * (ls - lm) : 0.0f;
+      const float r = log_ratio(xs[i], xt[i], ks, kt, shift);
+      const Mixture m = mixture(r, beta);
+      const float big = fexp(r <= 0.0f ? lp : ls), small = big * m.e;
+      const float p = r <= 0.0f ? big : small, q = r <= 0.0f ? small : big;
+      ap += p > 0.0f ? p * m.lp_m : 0.0f;
+      aq += q > 0.0f ? q * m.lq_m : 0.0f;
     }
     tp += ap;
     tq += aq;
@@ -316,7 +326,8 @@ static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double
 // d JSD / d(x / tau) = (1 - beta) q (log q - log m - KL(q || m)); ckd already holds the (1 - beta).
 template <bool Sep1>
 static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* bg) {
-  const LogSoftmax S = c.ls, P = c.lp, S1 = c.ls1;
+  const LogSoftmax S = c.ls, S1 = c.ls1;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
   const float ckd = c.ckd, cce = c.cce, beta = c.beta;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -324,11 +335,10 @@ static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* b
     float* g = grad_chunk(c.g, c.ds, off, bg);
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const float ls = S(xs[i]), lp = P(xt[i]);
-      const float lm = log_mixture(lp, ls, beta, ratio_small_big(lp, ls));
-      const float q = fexp(ls);
+      const Mixture m = mixture(log_ratio(xs[i], xt[i], ks, kt, shift), beta);
+      const float q = fexp(S(xs[i]));
       const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
-      g[i] = (q > 0.0f ? ckd * q * ((ls - lm) - kl_q) : 0.0f) + cce * q1;
+      g[i] = (q > 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * q1;
     }
     finish_grad_chunk(c, off, n, g);
   });
@@ -355,7 +365,7 @@ static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs
       return grad ? kl_loss_grad<Sep1>(c, bs, bt, bg) : kl_loss(c, bs, bt);
     case Divergence::ReverseKL: {
       const double kl = reverse_kl_loss(c, bs, bt);
-      if (grad) reverse_kl_grad<Sep1>(c, static_cast<float>(kl), bs, bt, bg);
+      if (grad) reverse_kl_grad<Sep1>(c, kl, bs, bt, bg);
       return kl;
     }
     case Divergence::JSD: {
@@ -407,6 +417,7 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   c.ckd = P.scale * P.alpha * P.temperature * jsd_factor;
   c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
   c.beta = P.beta;
+  c.lr_shift = (static_cast<double>(c.lp.m) * c.lp.k + c.lp.lz) - (static_cast<double>(c.ls.m) * c.ls.k + c.ls.lz);
 
   const double d = sep1 ? divergence_and_grad<true>(P, c, bs, bt, bg) : divergence_and_grad<false>(P, c, bs, bt, bg);
   double loss = static_cast<double>(P.alpha) * P.temperature * P.temperature * d;
