@@ -131,24 +131,40 @@ def _(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: f
 
 
 def _kd_setup_context(ctx, inputs, output) -> None:
-    ctx.reduction = inputs[8]
-    ctx.save_for_backward(output[1])
+    # The gradient buffer is handed to the first backward (no copy: a reference kept here would make autograd clone
+    # it into a leaf's .grad, doubling peak memory); the inputs are kept, by reference, only to recompute it should
+    # backward run again through a retained graph.
+    student, teacher, target = inputs[:3]
+    ctx.save_for_backward(student, teacher, target)
+    ctx.args = inputs[3:10]
+    ctx.grad = [output[1]]
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # else autograd passes backward a logits-sized zeros tensor for output[1]
 
 
-def _kd_backward(ctx, grad_loss: Tensor, _grad_grad: Optional[Tensor]):
-    (grad,) = ctx.saved_tensors
+def _kd_backward(ctx, grad_loss: Optional[Tensor], _grad_grad: Optional[Tensor]):
+    if grad_loss is None:
+        return (None,) * 11
+    if ctx.grad:
+        grad = ctx.grad.pop()
+    else:
+        student, teacher, target = ctx.saved_tensors
+        grad = kd_loss(student, teacher, target, *ctx.args, True)[1]
     if grad.numel() == 0 and grad_loss.numel() > 0:
         raise RuntimeError("fastdistill::kd_loss was called with compute_grad=False; its gradient was not computed")
-    if ctx.reduction == "none":
-        out = grad * grad_loss.unsqueeze(-1).to(grad.dtype)
-    elif grad_loss.device.type != "cpu" or type(grad_loss) is not torch.Tensor:
-        out = grad * grad_loss  # no host sync on CUDA, no data-dependent branch while tracing; 0-d keeps grad's dtype
-    elif float(grad_loss) == 1.0:
-        out = grad  # the usual loss.backward(): the gradient is already final, skip a pass over it
-    else:
-        out = grad * float(grad_loss)
-    return out, None, None, None, None, None, None, None, None, None, None
+    # Eager: scale the buffer we now own in place. Traced (torch.compile / AOT): out of place, and no branch on the
+    # value; on CUDA no host sync either.
+    traced = type(grad_loss) is not torch.Tensor
+    if ctx.args[-2] == "none":  # reduction
+        factor = grad_loss.unsqueeze(-1).to(grad.dtype)
+        grad = grad * factor if traced else grad.mul_(factor)
+    elif traced:
+        grad = grad * grad_loss
+    elif grad_loss.device.type != "cpu":
+        grad = grad.mul_(grad_loss)
+    elif float(grad_loss) != 1.0:  # the usual loss.backward() passes 1: the gradient is final, skip a pass over it
+        grad = grad.mul_(float(grad_loss))
+    return grad, None, None, None, None, None, None, None, None, None, None
 
 
 kd_loss.register_autograd(_kd_backward, setup_context=_kd_setup_context)

@@ -273,3 +273,15 @@ def test_native_checks_arguments_itself():
         _C.kd_loss(s, np.zeros((2, 4), np.float32), None, 1.0, 0.5, 0, 0.5, -100, 1.0, False, None, out)
     with pytest.raises(TypeError, match="grad"):
         _C.kd_loss(s, s, None, 1.0, 0.5, 0, 0.5, -100, 1.0, False, np.zeros((2, 5), np.float64), out)
+
+
+def test_backward_twice_through_a_retained_graph(backend, gen):
+    """The forward's gradient buffer goes to the first backward; a second one recomputes it."""
+    s = logits((5, 3, 70), gen).to(backend).requires_grad_()
+    t, y = logits((5, 3, 70), gen).to(backend), targets((5, 3, 70), 70, gen).to(backend)
+    for reduction in ("batchmean", "none"):
+        loss = fd.kd_loss(s, t, y, temperature=2.0, reduction=reduction)
+        w = torch.ones_like(loss) * 0.5
+        (g1,) = torch.autograd.grad(loss, s, w, retain_graph=True)
+        (g2,) = torch.autograd.grad(loss, s, w)
+        assert torch.equal(g1, g2)

@@ -241,24 +241,27 @@ FD_INLINE float log_ratio(float xs, float xt, double ks, double kt, double shift
   return static_cast<float>(static_cast<double>(xs) * ks - static_cast<double>(xt) * kt + shift);
 }
 
-// KL(q || p) = sum q (log q - log p).
+// KL(q || p) = sum q (log q - log p) / sum q. Dividing by sum q (1 up to rounding) cancels the rounding of q's
+// normaliser, common to every q_j, which would otherwise shift KL by ~1e-6 of log q - log p: the gradient
+// subtracts KL from terms of that size.
 static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
-  double total = 0;
+  double total = 0, mass = 0;
   const LogSoftmax S = c.ls;
   const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
-  for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
+  for_chunks(c.V, [=, &c, &total, &mass](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
-    double acc = 0;  // the gradient subtracts this sum from terms of its size: keep it to double precision
-#pragma omp simd reduction(+ : acc)
+    double acc = 0, m = 0;
+#pragma omp simd reduction(+ : acc, m)
     for (int64_t i = 0; i < n; ++i) {
       const float q = fexp(S(xs[i]));
-      acc += q > 0.0f ? static_cast<double>(q) * (xs[i] * ks - xt[i] * kt + shift)
-                      : 0.0;
+      acc += q > 0.0f ? static_cast<double>(q) * (xs[i] * ks - xt[i] * kt + shift) : 0.0;
+      m += q;
     }
     total += acc;
+    mass += m;
   });
-  return total;
+  return total / mass;
 }
 
 // d KL(q || p) / d(x / tau) = q * (log q - log p - KL).
