@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
 from . import compress
+from .kd import kd_loss
 from .pruning import (
     channel_mask,
     global_magnitude_masks,
@@ -30,6 +31,7 @@ __all__ = [
     "get_backend",
     "global_magnitude_masks",
     "info",
+    "kd_loss",
     "magnitude_mask",
     "magnitude_threshold",
     "nm_mask",

@@ -6,7 +6,7 @@ them. The implementations here only normalise layout (backends receive contiguou
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -119,3 +119,95 @@ def dequantize_into(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int,
 @dequantize_into.register_fake
 def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
     return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Knowledge distillation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _kd_loss_dtype(student: Tensor) -> torch.dtype:
+    return torch.float64 if student.dtype == torch.float64 else torch.float32
+
+
+def kd_reduction_scale(student: Tensor, target: Optional[Tensor], ignore_index: int, reduction: str) -> float:
+    """The factor that turns the sum of per-row losses into the reduced loss (see :func:`fastdistill.kd_loss`)."""
+    if reduction == "batchmean":
+        return 1.0 / max(1, student.shape[0])
+    if reduction == "mean":
+        rows = student.numel() // student.shape[-1] if target is None else int((target != ignore_index).sum())
+        return 1.0 / max(1, rows)
+    return 1.0
+
+
+@torch.library.custom_op("fastdistill::kd_loss", mutates_args=())
+def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: float, alpha: float,
+            divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
+            compute_grad: bool) -> Tuple[Tensor, Tensor]:
+    """(loss, grad): the reduced distillation loss and its gradient w.r.t. ``student``, computed in the same pass
+    (an empty tensor unless ``compute_grad``). Arguments are validated by :func:`fastdistill.kd_loss`."""
+    V = student.shape[-1]
+    s = student.contiguous().reshape(-1, V)
+    t = teacher.contiguous().reshape(-1, V)
+    y = None if target is None else target.contiguous().reshape(-1)
+    scale = kd_reduction_scale(student, target, ignore_index, reduction)
+    div = "none" if alpha == 0 else divergence
+    row_loss, grad = dispatch("kd_loss", s, t, y, temperature, alpha, div, beta, ignore_index, scale,
+                              teacher_log_probs, compute_grad)
+    dtype = _kd_loss_dtype(student)
+    if reduction == "none":
+        loss = row_loss.to(dtype).reshape(student.shape[:-1])
+    else:
+        loss = (row_loss.sum(dtype=torch.float64) * scale).to(dtype)
+    if grad is None:
+        return loss, student.new_empty((0,))
+    return loss, _like(grad.reshape(student.shape), student)
+
+
+@kd_loss.register_fake
+def _(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: float, alpha: float,
+      divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
+      compute_grad: bool) -> Tuple[Tensor, Tensor]:
+    shape = student.shape[:-1] if reduction == "none" else ()
+    grad = torch.empty_like(student) if compute_grad else student.new_empty((0,))
+    return student.new_empty(shape, dtype=_kd_loss_dtype(student)), grad
+
+
+def _kd_setup_context(ctx, inputs, output) -> None:
+    # The gradient buffer is handed to the first backward (no copy: a reference kept here would make autograd clone
+    # it into a leaf's .grad, doubling peak memory); the inputs are kept, by reference, only to recompute it should
+    # backward run again through a retained graph.
+    student, teacher, target = inputs[:3]
+    ctx.save_for_backward(student, teacher, target)
+    ctx.args = inputs[3:10]
+    ctx.grad = [output[1]]
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # else autograd passes backward a logits-sized zeros tensor for output[1]
+
+
+def _kd_backward(ctx, grad_loss: Optional[Tensor], _grad_grad: Optional[Tensor]):
+    if grad_loss is None:
+        return (None,) * 11
+    if ctx.grad:
+        grad = ctx.grad.pop()
+    else:
+        student, teacher, target = ctx.saved_tensors
+        grad = kd_loss(student, teacher, target, *ctx.args, True)[1]
+    if grad.numel() == 0 and grad_loss.numel() > 0:
+        raise RuntimeError("fastdistill::kd_loss was called with compute_grad=False; its gradient was not computed")
+    # Eager: scale the buffer we now own in place. Traced (torch.compile / AOT): out of place, and no branch on the
+    # value; on CUDA no host sync either.
+    traced = type(grad_loss) is not torch.Tensor
+    if ctx.args[-2] == "none":  # reduction
+        factor = grad_loss.unsqueeze(-1).to(grad.dtype)
+        grad = grad * factor if traced else grad.mul_(factor)
+    elif traced:
+        grad = grad * grad_loss
+    elif grad_loss.device.type != "cpu":
+        grad = grad.mul_(grad_loss)
+    elif float(grad_loss) != 1.0:  # the usual loss.backward() passes 1: the gradient is final, skip a pass over it
+        grad = grad.mul_(float(grad_loss))
+    return grad, None, None, None, None, None, None, None, None, None, None
+
+
+kd_loss.register_autograd(_kd_backward, setup_context=_kd_setup_context)

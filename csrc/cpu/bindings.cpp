@@ -7,6 +7,7 @@ namespace fd {
 void bind_simd(py::module_& m);
 void bind_prune(py::module_& m);
 void bind_quant(py::module_& m);
+void bind_kd(py::module_& m);
 }  // namespace fd
 
 PYBIND11_MODULE(_C, m) {
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_C, m) {
   fd::bind_simd(m);
   fd::bind_prune(m);
   fd::bind_quant(m);
+  fd::bind_kd(m);
 }

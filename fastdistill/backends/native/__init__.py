@@ -1,3 +1,4 @@
 """C++ kernels from ``fastdistill._C`` (CPU, OpenMP, run-time SIMD dispatch)."""
 from . import prune  # noqa: F401
 from . import quant  # noqa: F401
+from . import kd  # noqa: F401

@@ -1,3 +1,4 @@
 """Numba kernels (CPU): the fast path where the C++ extension is not built."""
 from . import prune  # noqa: F401
 from . import quant  # noqa: F401
+from . import kd  # noqa: F401

@@ -1,3 +1,4 @@
 """Pure-torch reference kernels: the default on every device and the ground truth of the tests."""
 from . import prune  # noqa: F401
 from . import quant  # noqa: F401
+from . import kd  # noqa: F401

@@ -1,0 +1,39 @@
+// The knowledge-distillation loss problem as the per-ISA row kernels see it (defined by kd_kernels.h, compiled once
+// per ISA), and the table that picks one at run time.
+#pragma once
+#include "common.h"
+
+namespace fd {
+enum class Divergence : int { KL = 0, ReverseKL = 1, JSD = 2, None = 3 };
+
+struct KdProblem {
+  const void* s;           // student logits, rows x V
+  const void* t;           // teacher logits (or log-probabilities when t_logp), rows x V; unused for Divergence::None
+  DType ds, dt;
+  const int64_t* target;   // rows class indices, or null (no cross-entropy term)
+  int64_t rows, V;
+  float temperature;
+  float alpha;             // weight of the soft-target term; the cross-entropy term has weight 1 - alpha
+  Divergence div;
+  float beta;              // JSD mixture weight of the teacher
+  int64_t ignore_index;
+  float scale;             // the reduction's factor, folded into the gradient
+  bool t_logp;             // teacher given as log-probabilities: no temperature, no normalisation
+  void* grad;              // d(scale * row_loss)/d(student), rows x V in dtype ds; null when not wanted
+  float* row_loss;         // rows unscaled per-row losses
+};
+
+using KdRowsFn = void (*)(const KdProblem&, int64_t, int64_t);
+
+namespace scalar { void kd_rows(const KdProblem&, int64_t, int64_t); }
+namespace avx2 { void kd_rows(const KdProblem&, int64_t, int64_t); }
+namespace avx512 { void kd_rows(const KdProblem&, int64_t, int64_t); }
+
+inline KdRowsFn kd_rows_fn() {
+  switch (simd_level()) {
+    case Simd::Avx512: return avx512::kd_rows;
+    case Simd::Avx2: return avx2::kd_rows;
+    default: return scalar::kd_rows;
+  }
+}
+}  // namespace fd

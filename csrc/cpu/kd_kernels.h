@@ -1,0 +1,442 @@
+// Row kernels of the fused knowledge-distillation loss, written once as plain loops with `omp simd` reductions that
+// the compiler vectorizes; compiled three times (kd_scalar.cpp, kd_avx2.cpp, kd_avx512.cpp), each inside its own
+// namespace and `#pragma GCC target`, like the pruning kernels.
+//
+// Per row, with x = student logits, u = teacher logits, tau = temperature, q = softmax(x / tau), p = softmax(u / tau):
+//   pass 1  one read of both rows: online (chunked) max and sum of exp for q, p (and softmax(x) when tau != 1 and a
+//           cross-entropy term is wanted), so every log-probability below is one fused multiply-add away;
+//   pass 2  the divergence; for KL it also writes the gradient (q - p), so KL reads each row twice in total;
+//   pass 3  reverse KL and JSD only: their gradients need the row's divergence, known only after pass 2.
+// A row (two inputs plus the gradient) is far smaller than L2 for vocabularies up to ~128k, so the later passes
+// read L2, not memory. Work happens on chunks of kChunk elements converted to fp32 in L1-resident buffers; no
+// other temporary exists. exp and log are polynomial (Cephes) so the loops vectorize at every ISA level.
+//
+// Expects, before inclusion: <cstdint>, <cstring>, "common.h", "kd_isa.h"; and FD_ISA_NAMESPACE defined.
+#include <cmath>
+
+// The selects below (`p > 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
+// GCC refuses to if-convert them and the loops stay scalar. Nothing here reads the FP exception flags.
+#pragma GCC optimize("no-trapping-math")
+
+namespace fd {
+namespace FD_ISA_NAMESPACE {
+
+#define FD_INLINE inline __attribute__((always_inline))
+
+constexpr int64_t kChunk = 512;
+constexpr float kNegInf = -__builtin_inff();
+
+FD_INLINE float as_float(uint32_t u) { return __builtin_bit_cast(float, u); }
+FD_INLINE uint32_t as_bits(float f) { return __builtin_bit_cast(uint32_t, f); }
+
+// exp(x) to about 1 ulp: Cody-Waite reduction x = n ln2 + r, degree-6 polynomial on r, 2^n built in the exponent
+// bits. Returns 0 below -87 (where exp(x) is under FLT_MIN; -inf included) and NaN for NaN. Callers pass x <= ~0.
+FD_INLINE float fexp(float x) {
+  float xc = x < -87.0f ? -87.0f : x;
+  xc = xc > 88.0f ? 88.0f : xc;
+  float k = xc * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds x / ln2 into the low mantissa bits
+  const int32_t n = static_cast<int32_t>(as_bits(k)) - 0x4B400000;
+  k -= 12582912.0f;
+  float r = xc - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const float y = p * as_float(static_cast<uint32_t>(n + 127) << 23);
+  return x < -87.0f ? 0.0f : y;
+}
+
+// log(x) to about 1 ulp for positive normal x (the JSD mixture weight, in [min(beta, 1 - beta), 1]).
+FD_INLINE float flog(float x) {
+  const uint32_t bits = as_bits(x);
+  int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 126;
+  float m = as_float((bits & 0x007fffffu) | 0x3f000000u);  // x = m * 2^e, m in [0.5, 1)
+  const bool low = m < 0.707106781186547524f;
+  e = low ? e - 1 : e;
+  m = low ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  const float fe = static_cast<float>(e);
+  y = y * m * z + fe * -2.12194440e-4f - 0.5f * z;
+  return m + y + fe * 0.693359375f;
+}
+
+FD_INLINE float half_to_float(uint16_t bits) {
+  const uint32_t h = bits & 0x7fffu;
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
+  const uint32_t normal = (h << 13) + 0x38000000u;
+  // Subnormals through an exact int -> float conversion (never an fp32 denormal, which DAZ would flush).
+  const uint32_t sub = as_bits(static_cast<float>(static_cast<int32_t>(h)) * 0x1p-24f);
+  const uint32_t infnan = (h << 13) | 0x7f800000u;
+  return as_float(sign | (h < 0x400u ? sub : (h >= 0x7c00u ? infnan : normal)));
+}
+
+// Round to nearest even, branch-free (F. Giesen's float_to_half_fast3_rtne).
+FD_INLINE uint16_t float_to_half(float f) {
+  uint32_t u = as_bits(f);
+  const uint32_t sign = u & 0x80000000u;
+  u ^= sign;
+  const uint32_t big = u > 0x7f800000u ? 0x7e00u : 0x7c00u;                          // NaN : overflow to inf
+  const uint32_t denorm_magic = 126u << 23;  // 0.5: adding it rounds |f| < 2^-14 to the 2^-24 grid in the low bits
+  const uint32_t sub = as_bits(as_float(u) + as_float(denorm_magic)) - denorm_magic;
+  const uint32_t norm = (u + ((15u - 127u) << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
+  const uint32_t h = u >= (143u << 23) ? big : (u < (113u << 23) ? sub : norm);  // 113 << 23: half's min normal
+  return static_cast<uint16_t>(h | (sign >> 16));
+}
+
+FD_INLINE float bf16_to_float(uint16_t b) { return as_float(static_cast<uint32_t>(b) << 16); }
+
+FD_INLINE uint16_t float_to_bf16(float f) {
+  const uint32_t u = as_bits(f);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+}
+
+FD_INLINE int64_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
+
+// Elements [off, off + n) of a row as fp32: a pointer into the row itself for fp32, else converted into buf.
+static const float* load_chunk(const void* row, DType d, int64_t off, int64_t n, float* buf) {
+  if (d == DType::F32) return static_cast<const float*>(row) + off;
+  const uint16_t* p = static_cast<const uint16_t*>(row) + off;
+  if (d == DType::BF16) {
+    for (int64_t i = 0; i < n; ++i) buf[i] = bf16_to_float(p[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) buf[i] = half_to_float(p[i]);
+  }
+  return buf;
+}
+
+// Where a gradient chunk is computed: in place for fp32, else in buf (store_chunk then converts it).
+FD_INLINE float* grad_chunk(void* row, DType d, int64_t off, float* buf) {
+  return d == DType::F32 ? static_cast<float*>(row) + off : buf;
+}
+
+static void store_chunk(void* row, DType d, int64_t off, int64_t n, const float* buf) {
+  if (d == DType::F32) return;
+  uint16_t* p = static_cast<uint16_t*>(row) + off;
+  if (d == DType::BF16) {
+    for (int64_t i = 0; i < n; ++i) p[i] = float_to_bf16(buf[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) p[i] = float_to_half(buf[i]);
+  }
+}
+
+template <typename Body>
+FD_INLINE void for_chunks(int64_t V, Body body) {
+  for (int64_t off = 0; off < V; off += kChunk) body(off, V - off < kChunk ? V - off : kChunk);
+}
+
+// Running max m and sum z of exp((x - m) * inv_t) (and z1 of exp(x - m)) over the chunks seen so far; a chunk that
+// raises the max rescales the sums once, so the row is read once.
+struct Online {
+  float m = kNegInf;
+  double z = 0, z1 = 0;
+
+  void add(const float* x, int64_t n, float inv_t, bool with_t1) {
+    float cm = kNegInf;
+#pragma omp simd reduction(max : cm)
+    for (int64_t i = 0; i < n; ++i) cm = x[i] > cm ? x[i] : cm;
+    if (cm > m) {
+      z *= fexp((m - cm) * inv_t);
+      z1 *= fexp(m - cm);
+      m = cm;
+    }
+    const float mm = m;
+    float a = 0, b = 0;
+#pragma omp simd reduction(+ : a)
+    for (int64_t i = 0; i < n; ++i) a += fexp((x[i] - mm) * inv_t);
+    z += a;
+    if (with_t1) {
+#pragma omp simd reduction(+ : b)
+      for (int64_t i = 0; i < n; ++i) b += fexp(x[i] - mm);
+      z1 += b;
+    }
+  }
+};
+
+// log-softmax of one row as an affine map of the raw value: log p_j = (x_j - m) * k - lz.
+struct LogSoftmax {
+  float m, k, lz;
+  FD_INLINE float operator()(float x) const { return (x - m) * k - lz; }
+};
+
+struct RowCtx {
+  const void* s;
+  const void* t;
+  void* g;
+  DType ds, dt;
+  int64_t V, y;        // y: target column, or -1
+  LogSoftmax ls, lp, ls1;  // student at tau, teacher, student at tau = 1 (for the cross-entropy term)
+  double lr_shift;     // log q_j - log p_j = ls.k * x_j - lp.k * u_j + lr_shift
+  float ckd, cce;      // gradient weights of the divergence (w.r.t. x / tau, already times tau) and of the CE
+  float beta;
+};
+
+// The CE part of the gradient and the chunk's store: subtracts cce at the target column, converts to the output.
+FD_INLINE void finish_grad_chunk(const RowCtx& c, int64_t off, int64_t n, float* g) {
+  if (c.y >= off && c.y < off + n) g[c.y - off] -= c.cce;
+  store_chunk(c.g, c.ds, off, n, g);
+}
+
+// KL(p || q) = sum p (log p - log q), without the gradient.
+static double kl_loss(const RowCtx& c, float* bs, float* bt) {
+  double total = 0;
+  const LogSoftmax S = c.ls, P = c.lp;
+  for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    const float* xt = load_chunk(c.t, c.dt, off, n, bt);
+    float acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < n; ++i) {
+      const float ls = S(xs[i]), lp = P(xt[i]);
+      const float p = fexp(lp);
+      acc += p > 0.0f ? p * (lp - ls) : 0.0f;
+    }
+    total += acc;
+  });
+  return total;
+}
+
+// KL(p || q) and, in the same pass, its gradient q - p plus the CE gradient.
+template <bool Sep1>
+static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
+  double total = 0;
+  const LogSoftmax S = c.ls, P = c.lp, S1 = c.ls1;
+  const float ckd = c.ckd, cce = c.cce;
+  for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    const float* xt = load_chunk(c.t, c.dt, off, n, bt);
+    float* g = grad_chunk(c.g, c.ds, off, bg);
+    float acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < n; ++i) {
+      const float ls = S(xs[i]), lp = P(xt[i]);
+      const float p = fexp(lp), q = fexp(ls);
+      acc += p > 0.0f ? p * (lp - ls) : 0.0f;
+      const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
+      g[i] = ckd * (q - p) + cce * q1;
+    }
+    total += acc;
+    finish_grad_chunk(c, off, n, g);
+  });
+  return total;
+}
+
+// log q - log p + shift, accurately: as ks * xs - kt * xt + (constant) in double, then rounded once. In fp32 the
+// difference of two log-probabilities of magnitude ~100 (logits of scale 30) loses ~1e-5 to cancellation, which
+// the reverse-KL and JSD gradients, q (log q - log p - D), would inherit.
+FD_INLINE float log_ratio(float xs, float xt, double ks, double kt, double shift) {
+  return static_cast<float>(static_cast<double>(xs) * ks - static_cast<double>(xt) * kt + shift);
+}
+
+// KL(q || p) = sum q (log q - log p) / sum q. Dividing by sum q (1 up to rounding) cancels the rounding of q's
+// normaliser, common to every q_j, which would otherwise shift KL by ~1e-6 of log q - log p: the gradient
+// subtracts KL from terms of that size.
+static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
+  double total = 0, mass = 0;
+  const LogSoftmax S = c.ls;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
+  for_chunks(c.V, [=, &c, &total, &mass](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    const float* xt = load_chunk(c.t, c.dt, off, n, bt);
+    double acc = 0, m = 0;
+#pragma omp simd reduction(+ : acc, m)
+    for (int64_t i = 0; i < n; ++i) {
+      const float q = fexp(S(xs[i]));
+      acc += q > 0.0f ? static_cast<double>(q) * (xs[i] * ks - xt[i] * kt + shift) : 0.0;
+      m += q;
+    }
+    total += acc;
+    mass += m;
+  });
+  return total / mass;
+}
+
+// d KL(q || p) / d(x / tau) = q * (log q - log p - KL).
+template <bool Sep1>
+static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, float* bg) {
+  const LogSoftmax S = c.ls, S1 = c.ls1;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift - kl;
+  const float ckd = c.ckd, cce = c.cce;
+  for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    const float* xt = load_chunk(c.t, c.dt, off, n, bt);
+    float* g = grad_chunk(c.g, c.ds, off, bg);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const float q = fexp(S(xs[i]));
+      const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
+      g[i] = (q > 0.0f ? ckd * q * log_ratio(xs[i], xt[i], ks, kt, shift) : 0.0f) + cce * q1;
+    }
+    finish_grad_chunk(c, off, n, g);
+  });
+}
+
+// The mixture m = beta p + (1 - beta) q of the generalised JSD in terms of r = log q - log p, without forming m:
+// the larger of the two terms is factored out, so the log's argument lies in [min(beta, 1 - beta), 1] (no
+// underflow, no log 0). Gives log p - log m, log q - log m and e = exp(-|r|), the smaller probability over the
+// larger.
+struct Mixture {
+  float lp_m, lq_m, e;
+};
+
+FD_INLINE Mixture mixture(float r, float beta) {
+  const bool teacher_big = r <= 0.0f;
+  const float e = fexp(teacher_big ? r : -r);
+  const float lw = flog(teacher_big ? beta + (1.0f - beta) * e : beta * e + (1.0f - beta));
+  return {(teacher_big ? 0.0f : -r) - lw, (teacher_big ? r : 0.0f) - lw, e};
+}
+
+// Generalised JSD: beta KL(p || m) + (1 - beta) KL(q || m). Returns the two KLs (teacher's, student's).
+static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double* kl_q) {
+  const LogSoftmax S = c.ls, P = c.lp;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
+  const float beta = c.beta;
+  double tp = 0, tq = 0;
+  for_chunks(c.V, [=, &c, &tp, &tq](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    const float* xt = load_chunk(c.t, c.dt, off, n, bt);
+    float ap = 0, aq = 0;
+#pragma omp simd reduction(+ : ap, aq)
+    for (int64_t i = 0; i < n; ++i) {
+      const float ls = S(xs[i]), lp = P(xt[i]);
+      const float r = log_ratio(xs[i], xt[i], ks, kt, shift);
+      const Mixture m = mixture(r, beta);
+      const float big = fexp(r <= 0.0f ? lp : ls), small = big * m.e;
+      const float p = r <= 0.0f ? big : small, q = r <= 0.0f ? small : big;
+      ap += p > 0.0f ? p * m.lp_m : 0.0f;
+      aq += q > 0.0f ? q * m.lq_m : 0.0f;
+    }
+    tp += ap;
+    tq += aq;
+  });
+  *kl_p = tp;
+  *kl_q = tq;
+}
+
+// d JSD / d(x / tau) = (1 - beta) q (log q - log m - KL(q || m)); ckd already holds the (1 - beta).
+template <bool Sep1>
+static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* bg) {
+  const LogSoftmax S = c.ls, S1 = c.ls1;
+  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
+  const float ckd = c.ckd, cce = c.cce, beta = c.beta;
+  for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    const float* xt = load_chunk(c.t, c.dt, off, n, bt);
+    float* g = grad_chunk(c.g, c.ds, off, bg);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const Mixture m = mixture(log_ratio(xs[i], xt[i], ks, kt, shift), beta);
+      const float q = fexp(S(xs[i]));
+      const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
+      g[i] = (q > 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * q1;
+    }
+    finish_grad_chunk(c, off, n, g);
+  });
+}
+
+// Cross-entropy only (alpha = 0): the gradient softmax(x) - onehot.
+static void ce_grad(const RowCtx& c, float* bs, float* bg) {
+  const LogSoftmax S1 = c.ls1;
+  const float cce = c.cce;
+  for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    float* g = grad_chunk(c.g, c.ds, off, bg);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) g[i] = cce * fexp(S1(xs[i]));
+    finish_grad_chunk(c, off, n, g);
+  });
+}
+
+template <bool Sep1>
+static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs, float* bt, float* bg) {
+  const bool grad = c.g != nullptr;
+  switch (P.div) {
+    case Divergence::KL:
+      return grad ? kl_loss_grad<Sep1>(c, bs, bt, bg) : kl_loss(c, bs, bt);
+    case Divergence::ReverseKL: {
+      const double kl = reverse_kl_loss(c, bs, bt);
+      if (grad) reverse_kl_grad<Sep1>(c, kl, bs, bt, bg);
+      return kl;
+    }
+    case Divergence::JSD: {
+      double kl_p, kl_q;
+      jsd_loss(c, bs, bt, &kl_p, &kl_q);
+      if (grad) jsd_grad<Sep1>(c, static_cast<float>(kl_q), bs, bt, bg);
+      return P.beta * kl_p + (1.0 - P.beta) * kl_q;
+    }
+    default:
+      if (grad) ce_grad(c, bs, bg);
+      return 0.0;
+  }
+}
+
+static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* bg) {
+  const int64_t V = P.V;
+  const void* srow = static_cast<const char*>(P.s) + r * V * elem_size(P.ds);
+  const void* trow = P.div == Divergence::None ? nullptr : static_cast<const char*>(P.t) + r * V * elem_size(P.dt);
+  void* grow = P.grad ? static_cast<char*>(P.grad) + r * V * elem_size(P.ds) : nullptr;
+  const int64_t y = P.target ? P.target[r] : -1;
+  if (P.target && y == P.ignore_index) {
+    P.row_loss[r] = 0.0f;
+    if (grow) std::memset(grow, 0, static_cast<size_t>(V * elem_size(P.ds)));
+    return;
+  }
+  const bool ce = y >= 0 && P.alpha < 1.0f;
+  const bool kd = P.div != Divergence::None;
+  const bool sep1 = ce && P.temperature != 1.0f;
+  const float inv_t = 1.0f / P.temperature;
+
+  Online os, ot;
+  for_chunks(V, [&](int64_t off, int64_t n) {
+    os.add(load_chunk(srow, P.ds, off, n, bs), n, inv_t, sep1);
+    if (kd && !P.t_logp) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, false);
+  });
+  RowCtx c;
+  c.s = srow;
+  c.t = trow;
+  c.g = grow;
+  c.ds = P.ds;
+  c.dt = P.dt;
+  c.V = V;
+  c.y = ce ? y : -1;
+  c.ls = {os.m, inv_t, static_cast<float>(std::log(os.z))};
+  c.ls1 = sep1 ? LogSoftmax{os.m, 1.0f, static_cast<float>(std::log(os.z1))} : c.ls;
+  c.lp = P.t_logp || !kd ? LogSoftmax{0.0f, 1.0f, 0.0f}
+                         : LogSoftmax{ot.m, inv_t, static_cast<float>(std::log(ot.z))};
+  const float jsd_factor = P.div == Divergence::JSD ? 1.0f - P.beta : 1.0f;
+  c.ckd = P.scale * P.alpha * P.temperature * jsd_factor;
+  c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
+  c.beta = P.beta;
+  c.lr_shift = (static_cast<double>(c.lp.m) * c.lp.k + c.lp.lz) - (static_cast<double>(c.ls.m) * c.ls.k + c.ls.lz);
+
+  const double d = sep1 ? divergence_and_grad<true>(P, c, bs, bt, bg) : divergence_and_grad<false>(P, c, bs, bt, bg);
+  double loss = static_cast<double>(P.alpha) * P.temperature * P.temperature * d;
+  if (ce) {
+    float buf;
+    const float sy = *load_chunk(srow, P.ds, y, 1, &buf);
+    loss += (1.0 - P.alpha) * (static_cast<double>(c.ls1.lz) - (static_cast<double>(sy) - c.ls1.m) * c.ls1.k);
+  }
+  P.row_loss[r] = static_cast<float>(loss);
+}
+
+void kd_rows(const KdProblem& P, int64_t r0, int64_t r1) {
+  alignas(64) float bs[kChunk], bt[kChunk], bg[kChunk];
+  for (int64_t r = r0; r < r1; ++r) kd_row(P, r, bs, bt, bg);
+}
+
+#undef FD_INLINE
+}  // namespace FD_ISA_NAMESPACE
+}  // namespace fd
