@@ -18,6 +18,7 @@ from .pruning import (
     prune_,
     random_mask,
 )
+from .sparse import SparseWeight, sparse_linear, spmm
 
 __all__ = [
     "BackendError",
@@ -32,5 +33,8 @@ __all__ = [
     "prune_",
     "random_mask",
     "set_backend",
+    "sparse_linear",
+    "spmm",
+    "SparseWeight",
     "use_backend",
 ]

@@ -6,7 +6,7 @@ them. The implementations here only normalise layout (backends receive contiguou
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -75,3 +75,36 @@ def _like(result: Tensor, x: Tensor) -> Tensor:
     out = torch.empty_like(x, dtype=result.dtype)
     out.copy_(result)
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sparse (CSR) matmul. The weight travels as its CSR components (see fastdistill.sparse.SparseWeight): indptr
+# int64 (rows + 1), indices int16 (unsigned 16-bit column indices, used when cols <= 65536) or int32, values
+# float32 or bfloat16. Outputs have x's dtype.
+# --------------------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastdistill::sparse_linear", mutates_args=())
+def sparse_linear(
+    x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor]
+) -> Tensor:
+    """x (M, cols) @ W^T + bias -> (M, rows)."""
+    b = None if bias is None else bias.contiguous()
+    return dispatch("sparse_linear", x.contiguous(), indptr.contiguous(), indices.contiguous(), values.contiguous(),
+                    cols, b)
+
+
+@sparse_linear.register_fake
+def _(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor]) -> Tensor:
+    return x.new_empty((x.shape[0], indptr.shape[0] - 1))
+
+
+@torch.library.custom_op("fastdistill::spmm", mutates_args=())
+def spmm(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor) -> Tensor:
+    """W @ b for b (cols, M) -> (rows, M)."""
+    return dispatch("spmm", indptr.contiguous(), indices.contiguous(), values.contiguous(), cols, b.contiguous())
+
+
+@spmm.register_fake
+def _(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor) -> Tensor:
+    return b.new_empty((indptr.shape[0] - 1, b.shape[1]))
