@@ -113,6 +113,7 @@ def run(names: Optional[List[str]] = None, quick: bool = False) -> Iterator[Row]
 
 def _load_suites() -> None:
     from .benchmarks import prune  # noqa: F401  (registers its suite)
+    from .benchmarks import sparse  # noqa: F401
 
 
 def markdown(rows: List[Row]) -> str:

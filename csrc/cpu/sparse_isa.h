@@ -30,7 +30,10 @@ struct SparseLeaves {
   bool (*tile_rows)(const Csr&, const float* xp, int nv, int64_t mcount, const float* bias, OutView out, int64_t r0,
                     int64_t r1);
 };
-constexpr int kMaxVectors = 8;
+// Widest batch tile in registers. Each nonzero streams one tile row of packed x from L2, so the packed tile
+// (cols x kMaxVectors x lanes floats: 1 MiB for 4096 inputs on AVX-512) must stay in L2: at 4096x4096, 0.9
+// sparsity, M = 256, one thread, 4 registers took 21 ms and 8 registers (a 2 MiB tile) 25-30 ms.
+constexpr int kMaxVectors = 4;
 
 #define FD_DECLARE_SPARSE_LEAVES(NS)                                                                            \
   namespace NS {                                                                                                \
