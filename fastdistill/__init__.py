@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
-from . import compress
+from . import compress, nn
 from .pruning import (
     channel_mask,
     global_magnitude_masks,
@@ -30,6 +30,7 @@ __all__ = [
     "magnitude_mask",
     "magnitude_threshold",
     "nm_mask",
+    "nn",
     "prune_",
     "random_mask",
     "set_backend",

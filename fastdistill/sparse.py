@@ -67,6 +67,14 @@ class SparseWeight:
         self.shape = (rows, cols)
 
     @classmethod
+    def _trusted(cls, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
+                 shape: Tuple[int, int]) -> "SparseWeight":
+        """Wraps components already validated (by a SparseWeight they came from) without the O(nnz) checks."""
+        obj = cls.__new__(cls)
+        obj.indptr, obj.indices, obj.values, obj.shape = indptr, indices, values, shape
+        return obj
+
+    @classmethod
     def from_dense(cls, w: ArrayLike, dtype: Optional[torch.dtype] = None) -> "SparseWeight":
         """CSR of the nonzero entries of a 2-D float weight. Exact: ``to_dense()`` equals ``w`` bit for bit, except
         that a -0.0 (as left by ``w * mask``) is not stored and comes back as +0.0; NaN entries are stored.
