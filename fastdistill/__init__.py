@@ -19,6 +19,7 @@ from .pruning import (
     random_mask,
 )
 from .sparse import SparseWeight, sparse_linear, spmm
+from .compress.io import load, model_size, save
 
 __all__ = [
     "BackendError",
@@ -27,12 +28,15 @@ __all__ = [
     "get_backend",
     "global_magnitude_masks",
     "info",
+    "load",
     "magnitude_mask",
     "magnitude_threshold",
+    "model_size",
     "nm_mask",
     "nn",
     "prune_",
     "random_mask",
+    "save",
     "set_backend",
     "sparse_linear",
     "spmm",
