@@ -103,6 +103,7 @@ def test_opcheck(gen):
     x, b = torch.randn(5, 20, generator=gen), torch.randn(9, generator=gen)
     torch.library.opcheck(_ops.sparse_linear, (x, sw.indptr, sw.indices, sw.values, 20, b))
     torch.library.opcheck(_ops.sparse_linear, (x, sw.indptr, sw.indices, sw.values, 20, None))
+    torch.library.opcheck(_ops.sparse_linear, (x.clone().requires_grad_(), sw.indptr, sw.indices, sw.values, 20, b))
     torch.library.opcheck(_ops.spmm, (sw.indptr, sw.indices, sw.values, 20, x.t().contiguous()))
 
 

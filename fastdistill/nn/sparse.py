@@ -14,8 +14,8 @@ class SparseLinear(nn.Module):
     """``y = x @ W^T + b`` with W held as CSR buffers (``indptr``, ``indices``, ``values``; see
     :class:`fastdistill.SparseWeight`), so a pruned layer is smaller and, at high sparsity, faster than dense.
 
-    Inference only: the weight is not trainable and no gradient flows through the product. The buffers follow the
-    module through ``.to(device)`` and ``state_dict()``.
+    The weight and bias are frozen (no gradients); gradients do flow to the input, so layers before a SparseLinear
+    can still be trained. The buffers follow the module through ``.to(device)`` and ``state_dict()``.
 
     Example::
 
