@@ -18,7 +18,7 @@ def masked(model, kept):
     with torch.no_grad():
         for name, keep in kept.items():
             layer = m.get_submodule(name)
-            drop = torch.ones(layer.out_features, dtype=torch.bool)
+            drop = torch.ones(layer.weight.shape[0], dtype=torch.bool)
             drop[keep] = False
             layer.weight[drop] = 0
             if layer.bias is not None:
@@ -126,3 +126,30 @@ def test_bad_arguments():
         fd.compress.prune_neurons(model, 1.5)
     with pytest.raises(ValueError, match="round_to"):
         fd.compress.prune_neurons(model, 0.5, round_to=0)
+
+
+@pytest.mark.parametrize("criterion", ["l2", "activation"])
+def test_conv_bn_chain_matches_masked(gen, criterion):
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 24, 3),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+    with torch.no_grad():  # non-trivial running statistics
+        model[1].running_mean.uniform_(-1, 1, generator=gen)
+        model[1].running_var.uniform_(0.5, 2, generator=gen)
+        model[1].weight.uniform_(0.5, 2, generator=gen)
+        model[1].bias.uniform_(-1, 1, generator=gen)
+    model.eval()
+    x = torch.randn(2, 3, 12, 12, generator=gen)
+    original = copy.deepcopy(model)
+    kept = fd.compress.prune_neurons(model, 0.5, round_to=4, criterion=criterion, example_inputs=[x])
+    assert list(kept) == ["0"]  # conv 3 -> flatten -> linear is not followed
+    assert model[0].out_channels == model[1].num_features == model[3].in_channels == 8
+    ref = masked(original, kept)
+    with torch.no_grad():
+        drop = torch.ones(16, dtype=torch.bool)
+        drop[kept["0"]] = False
+        ref[1].weight[drop] = 0
+        ref[1].bias[drop] = 0
+    close(model(x), ref(x))
+    sig = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Sigmoid(), nn.Conv2d(8, 4, 3, padding=1))
+    with pytest.raises(ValueError, match="zero-pads"):
+        fd.compress.prune_neurons(sig, 0.5, round_to=1)

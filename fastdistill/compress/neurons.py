@@ -1,17 +1,20 @@
-"""Structured pruning that shrinks the model: whole output neurons of a Linear layer are removed together with the
-matching input columns of the Linear layer that consumes them.
+"""Structured pruning that shrinks the model: whole output neurons of a Linear layer (output channels of a Conv2d,
+with their BatchNorm2d entries) are removed together with the matching input columns (channels) of the layer that
+consumes them.
 
 The model is traced with ``torch.fx`` to find, for each ``nn.Linear`` (the producer), what reads its output. A
-producer can be pruned when its output reaches exactly one ``nn.Linear`` (the consumer) through a chain of
-element-wise ops only (activations, dropout, identity: see ``ELEMENTWISE_MODULES`` / ``ELEMENTWISE_FUNCTIONS``), and
+producer can be pruned when its output reaches exactly one layer of its own kind (the consumer) through a chain of
+element-wise ops only (and, between convolutions, ``nn.BatchNorm2d``) (activations, dropout, identity: see ``ELEMENTWISE_MODULES`` / ``ELEMENTWISE_FUNCTIONS``), and
 nothing else reads the output or the chain: the MLPs of ``nn.Sequential`` and the ``fc1 -> act -> fc2`` blocks of
 transformer FFNs. Anything else (residual adds, reshapes, concatenation, a shared module) cannot be followed:
 such layers are left alone, and asking for them by name (``include``) raises a ValueError naming the layer and the
 op that stops it.
 
-A removed neuron's output after the element-wise chain is the constant ``act(0)`` in the *masked* model (weight row
-and bias entry zeroed); that constant's contribution (non-zero for sigmoid, softplus, ...) is folded into the
-consumer's bias, so the pruned model computes what the masked model computes, up to float summation order.
+A removed neuron's output after the element-wise chain is the constant ``act(0)`` in the *masked* model (weight row,
+bias entry and BatchNorm scale/shift zeroed); that constant's contribution (non-zero for sigmoid, softplus, ...) is
+folded into the consumer's bias, so the pruned model computes what the masked model computes, up to float
+summation order. (A zero-padding consumer convolution sees that constant only away from the borders: there a
+non-zero ``act(0)`` raises instead.)
 """
 from __future__ import annotations
 
@@ -34,6 +37,19 @@ ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.gelu, F.silu, torch.tanh
                          F.softplus, F.dropout}
 ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid"}
 CRITERIA = ("l1", "l2", "activation", "random")
+
+
+def _layer_kind(module: nn.Module) -> Optional[str]:
+    """"linear" / "conv" for the layers whose outputs (channels) can be removed, else None."""
+    if type(module) is nn.Linear:
+        return "linear"
+    if type(module) is nn.Conv2d and module.groups == 1:
+        return "conv"
+    return None
+
+
+def _width(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
 class _Pair:
@@ -72,12 +88,15 @@ def _follow(gm: fx.GraphModule, node: fx.Node, modules: Dict[str, nn.Module],
             what = ", ".join(_describe(u) for u in users) or "nothing (graph output unused)"
             return None, f"its output is read by {len(users)} ops ({what})"
         nxt = users[0]
-        if nxt.op == "call_module" and type(modules[nxt.target]) is nn.Linear and nxt.args[0] is cur \
+        kind = _layer_kind(modules[name])
+        if nxt.op == "call_module" and _layer_kind(modules[nxt.target]) == kind and nxt.args[0] is cur \
                 and len(nxt.args) == 1 and not nxt.kwargs:
             if calls[nxt.target] > 1:
                 return None, f"its consumer {nxt.target!r} is called {calls[nxt.target]} times"
             return _Pair(name, nxt.target, chain), ""
-        if not _is_elementwise(nxt, modules, cur):
+        is_bn = nxt.op == "call_module" and kind == "conv" and type(modules[nxt.target]) is nn.BatchNorm2d \
+            and nxt.args[0] is cur and len(nxt.args) == 1
+        if not is_bn and not _is_elementwise(nxt, modules, cur):
             return None, f"its output goes to {_describe(nxt)}, which prune_neurons cannot follow"
         chain.append(nxt)
         cur = nxt
@@ -91,7 +110,9 @@ def _chain_at_zero(gm: fx.GraphModule, chain: List[fx.Node], like: torch.Tensor)
             rest, kw = node.args[1:], node.kwargs
             if node.op == "call_module":
                 mod = gm.get_submodule(node.target)
-                if not isinstance(mod, (nn.Dropout, nn.AlphaDropout)):  # dropout keeps 0 at 0; no RNG use here
+                # dropout keeps 0 at 0 (and must not draw random numbers here); a removed channel's BatchNorm is
+                # zeroed in the masked model (gamma = beta = 0), so it emits 0 too
+                if not isinstance(mod, (nn.Dropout, nn.AlphaDropout, nn.BatchNorm2d)):
                     t = mod(t)
             elif node.op == "call_function":
                 if node.target is not F.dropout:
@@ -107,10 +128,10 @@ def _scores(criterion: str, model: nn.Module, pairs: List[_Pair], example_inputs
         p = 1 if criterion == "l1" else 2
         for pair in pairs:
             w = model.get_submodule(pair.producer).weight.detach().float()
-            out[pair.producer] = torch.linalg.vector_norm(w, ord=p, dim=1)
+            out[pair.producer] = torch.linalg.vector_norm(w.reshape(w.shape[0], -1), ord=p, dim=1)
     elif criterion == "random":
         for pair in pairs:
-            n = model.get_submodule(pair.producer).out_features
+            n = _width(model.get_submodule(pair.producer))
             out[pair.producer] = torch.rand(n, generator=generator)
     else:
         # mean |activation| of each neuron after its element-wise chain = mean |input| of the consumer
@@ -119,7 +140,9 @@ def _scores(criterion: str, model: nn.Module, pairs: List[_Pair], example_inputs
         hooks = []
         for pair in pairs:
             def hook(mod, args, key=pair.producer):
-                a = args[0].detach().float().abs().reshape(-1, args[0].shape[-1])
+                a = args[0].detach().float().abs()
+                a = a.movedim(1, -1) if isinstance(mod, nn.Conv2d) else a
+                a = a.reshape(-1, a.shape[-1])
                 sums[key] = sums.get(key, 0) + a.sum(0)
                 counts[key] = counts.get(key, 0) + a.shape[0]
             hooks.append(model.get_submodule(pair.consumer).register_forward_pre_hook(hook))
@@ -146,7 +169,14 @@ def _set(module: nn.Module, name: str, value: Optional[torch.Tensor]) -> None:
         module._buffers[name] = value
 
 
-def _apply(producer: nn.Linear, consumer: nn.Linear, keep: torch.Tensor, removed: torch.Tensor, a0: float) -> None:
+def _apply(gm: fx.GraphModule, pair: _Pair, keep: torch.Tensor, removed: torch.Tensor, a0: float) -> None:
+    producer, consumer = gm.get_submodule(pair.producer), gm.get_submodule(pair.consumer)
+    conv = isinstance(producer, nn.Conv2d)
+    pads = conv and (consumer.padding != "valid" if isinstance(consumer.padding, str)
+                     else any(p != 0 for p in consumer.padding))
+    if pads and a0 != 0.0 and removed.numel():
+        raise ValueError(f"layer {pair.producer!r}: its removed channels emit act(0) = {a0:g} and {pair.consumer!r} "
+                         "zero-pads its input, so their contribution is not a constant to fold into the bias")
     with torch.no_grad():
         keep_dev = keep.to(producer.weight.device)
         _set(producer, "weight", producer.weight[keep_dev].clone())
@@ -154,17 +184,26 @@ def _apply(producer: nn.Linear, consumer: nn.Linear, keep: torch.Tensor, removed
             _set(producer, "bias", producer.bias[keep_dev].clone())
         if MASK in producer._buffers:
             producer._buffers[MASK] = producer._buffers[MASK][keep_dev].clone()
-        producer.out_features = keep.numel()
+        for node in pair.chain:
+            bn = gm.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(bn, nn.BatchNorm2d):
+                for attr in ("weight", "bias", "running_mean", "running_var"):
+                    if getattr(bn, attr) is not None:
+                        _set(bn, attr, getattr(bn, attr)[keep_dev].clone())
+                bn.num_features = keep.numel()
         wc = consumer.weight
         keep_c, removed_c = keep.to(wc.device), removed.to(wc.device)
         if a0 != 0.0 and removed.numel():
-            shift = wc[:, removed_c].sum(dim=1) * a0
+            shift = wc[:, removed_c].reshape(wc.shape[0], -1).sum(dim=1) * a0
             base = consumer.bias if consumer.bias is not None else torch.zeros_like(shift)
             _set(consumer, "bias", (base + shift).clone())
         _set(consumer, "weight", wc[:, keep_c].clone())
         if MASK in consumer._buffers:
             consumer._buffers[MASK] = consumer._buffers[MASK][:, keep_c].clone()
-        consumer.in_features = keep.numel()
+        if conv:
+            producer.out_channels = consumer.in_channels = keep.numel()
+        else:
+            producer.out_features = consumer.in_features = keep.numel()
 
 
 def prune_neurons(
@@ -178,7 +217,8 @@ def prune_neurons(
     generator: Optional[torch.Generator] = None,
 ) -> Dict[str, torch.Tensor]:
     """Removes ``amount`` of the output neurons (a fraction, or a count per layer) of every prunable Linear layer
-    and the matching input columns of its consumer, in place; the model gets physically smaller.
+    (output channels of every prunable Conv2d) and the matching inputs of its consumer, in place; the model gets
+    physically smaller.
 
     Args:
         criterion: ``"l1"`` / ``"l2"`` norm of the neuron's weight row, ``"activation"`` (mean |activation| after
@@ -218,7 +258,7 @@ def prune_neurons(
     pairs: List[_Pair] = []
     reasons: Dict[str, str] = {}
     for node in gm.graph.nodes:
-        if node.op == "call_module" and type(modules[node.target]) is nn.Linear and node.target not in reasons \
+        if node.op == "call_module" and _layer_kind(modules[node.target]) and node.target not in reasons \
                 and all(p.producer != node.target for p in pairs):
             pair, why = _follow(gm, node, modules, calls)
             if pair is None:
@@ -239,14 +279,14 @@ def prune_neurons(
     scores = _scores(criterion, model, pairs, example_inputs, generator)
     kept: Dict[str, torch.Tensor] = {}
     for pair in pairs:
-        producer, consumer = model.get_submodule(pair.producer), model.get_submodule(pair.consumer)
-        n = producer.out_features
+        producer = model.get_submodule(pair.producer)
+        n = _width(producer)
         keep_n = n - prune_count(amount, n, "amount")
         keep_n = min(n, math.ceil(keep_n / round_to) * round_to)
         order = torch.sort(scores[pair.producer], stable=True).indices
         removed = order[: n - keep_n].sort().values
         keep = order[n - keep_n:].sort().values
         a0 = _chain_at_zero(gm, pair.chain, producer.weight) if removed.numel() else 0.0
-        _apply(producer, consumer, keep, removed, a0)
+        _apply(gm, pair, keep, removed, a0)
         kept[pair.producer] = keep
     return kept
