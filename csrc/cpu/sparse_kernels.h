@@ -5,9 +5,9 @@
 // Two shapes of work, both row-parallel over output features (each thread owns whole rows: no atomics):
 // * gather_rows (small batch): per output row, a dot product of the row's nonzeros with x gathered at their column
 //   indices (x of one sample, 16 KiB for 4096 inputs, sits in L1; the weight streams once).
-// * tile_rows (batch >= kGatherMaxBatch): x is packed as (cols, tile) so that each nonzero W[n, c] does one AXPY
-//   of a contiguous tile row xp[c, :] into `nv` accumulator registers: nv loads + nv FMAs per nonzero, the
-//   accumulators never leave registers, and the weight is read once per tile.
+// * tile_rows (batch > kGatherMaxBatch, see sparse.cpp): x is packed as (cols, tile) so that each nonzero W[n, c]
+//   does one AXPY of a contiguous tile row xp[c, :] into `nv` accumulator registers: nv loads + nv FMAs per
+//   nonzero, the accumulators never leave registers, and the weight is read once per tile.
 //
 // Column indices are clamped to cols - 1 (one min per index or vector of indices) so a corrupt index can never
 // read outside x; the leaves report whether any index was out of range and the caller raises.

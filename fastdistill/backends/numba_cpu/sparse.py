@@ -12,7 +12,7 @@ from torch import Tensor
 from ..._dispatch import register_kernel
 from .._csr import check_components, columns, linear_reason, spmm_reason
 
-_GATHER_MAX_BATCH = 4
+_GATHER_MAX_BATCH = 3  # as the native kernel (csrc/cpu/sparse.cpp)
 
 
 @njit(cache=True, parallel=True)
