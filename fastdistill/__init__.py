@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
-from . import compress
+from . import compress, nn
 from .kd import kd_loss
 from .pruning import (
     channel_mask,
@@ -20,6 +20,8 @@ from .pruning import (
     random_mask,
 )
 from .quantization import QuantizedTensor, dequantize, fake_quantize, quantize
+from .sparse import SparseWeight, sparse_linear, spmm
+from .compress.io import load, model_size, save
 
 __all__ = [
     "BackendError",
@@ -32,12 +34,19 @@ __all__ = [
     "global_magnitude_masks",
     "info",
     "kd_loss",
+    "load",
     "magnitude_mask",
     "magnitude_threshold",
+    "model_size",
     "nm_mask",
+    "nn",
     "prune_",
     "quantize",
     "random_mask",
+    "save",
     "set_backend",
+    "sparse_linear",
+    "spmm",
+    "SparseWeight",
     "use_backend",
 ]

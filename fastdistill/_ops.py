@@ -211,3 +211,63 @@ def _kd_backward(ctx, grad_loss: Optional[Tensor], _grad_grad: Optional[Tensor])
 
 
 kd_loss.register_autograd(_kd_backward, setup_context=_kd_setup_context)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sparse (CSR) matmul. The weight travels as its CSR components (see fastdistill.sparse.SparseWeight): indptr
+# int64 (rows + 1), indices int16 (unsigned 16-bit column indices, used when cols <= 65536) or int32, values
+# float32 or bfloat16. Outputs have x's dtype.
+# --------------------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastdistill::sparse_linear", mutates_args=())
+def sparse_linear(
+    x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor]
+) -> Tensor:
+    """x (M, cols) @ W^T + bias -> (M, rows)."""
+    b = None if bias is None else bias.contiguous()
+    return dispatch("sparse_linear", x.contiguous(), indptr.contiguous(), indices.contiguous(), values.contiguous(),
+                    cols, b)
+
+
+@sparse_linear.register_fake
+def _(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor]) -> Tensor:
+    return x.new_empty((x.shape[0], indptr.shape[0] - 1))
+
+
+@torch.library.custom_op("fastdistill::spmm", mutates_args=())
+def spmm(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor) -> Tensor:
+    """W @ b for b (cols, M) -> (rows, M)."""
+    return dispatch("spmm", indptr.contiguous(), indices.contiguous(), values.contiguous(), cols, b.contiguous())
+
+
+@spmm.register_fake
+def _(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor) -> Tensor:
+    return b.new_empty((indptr.shape[0] - 1, b.shape[1]))
+
+
+def _sparse_linear_setup(ctx, inputs, output) -> None:
+    x, indptr, indices, values, cols, bias = inputs
+    ctx.save_for_backward(indptr, indices, values)
+    ctx.cols = cols
+
+
+def _sparse_linear_backward(ctx, grad: Tensor):
+    """Gradient for x only (the CSR weight is not trainable): grad @ W = sparse_linear(grad, W^T), with W^T built
+    as CSR by a stable sort of the nonzeros by column (static shapes, so it traces)."""
+    from .backends._csr import columns  # backends import _ops' dispatch; keep the module graph acyclic
+
+    indptr, indices, values = ctx.saved_tensors
+    rows, nnz = indptr.numel() - 1, values.numel()
+    col = columns(indices)
+    row = torch.repeat_interleave(torch.arange(rows, device=indptr.device), indptr.diff(), output_size=nnz)
+    order = torch.sort(col, stable=True).indices
+    counts = torch.zeros(ctx.cols, dtype=torch.int64, device=indptr.device).index_add_(0, col, torch.ones_like(col))
+    t_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    t_indices = row[order].to(torch.int32)
+    t_indices = t_indices.to(torch.int16) if rows <= 65536 else t_indices
+    grad_x = sparse_linear(grad.contiguous(), t_indptr, t_indices, values[order], rows, None)
+    return grad_x, None, None, None, None, None
+
+
+sparse_linear.register_autograd(_sparse_linear_backward, setup_context=_sparse_linear_setup)

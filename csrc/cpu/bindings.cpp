@@ -8,6 +8,7 @@ void bind_simd(py::module_& m);
 void bind_prune(py::module_& m);
 void bind_quant(py::module_& m);
 void bind_kd(py::module_& m);
+void bind_sparse(py::module_& m);
 }  // namespace fd
 
 PYBIND11_MODULE(_C, m) {
@@ -17,4 +18,5 @@ PYBIND11_MODULE(_C, m) {
   fd::bind_prune(m);
   fd::bind_quant(m);
   fd::bind_kd(m);
+  fd::bind_sparse(m);
 }

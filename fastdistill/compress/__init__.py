@@ -1,4 +1,7 @@
-"""Model-level compression: pruning whole models (more to come: quantization, sparsification, compact files)."""
+"""Model-level compression: pruning (unstructured and whole neurons), sparse layers, compact safe model files."""
+from .io import load, model_size, save
+from .neurons import prune_neurons
 from .prune import prune, remove_pruning, sparsity
+from .sparsify import sparsify
 
-__all__ = ["prune", "remove_pruning", "sparsity"]
+__all__ = ["load", "model_size", "prune", "prune_neurons", "save", "remove_pruning", "sparsify", "sparsity"]

@@ -2,3 +2,4 @@
 from . import prune  # noqa: F401
 from . import quant  # noqa: F401
 from . import kd  # noqa: F401
+from . import sparse  # noqa: F401

@@ -1,0 +1,236 @@
+// Leaf kernels of CSR sparse matmul, written once over a tiny vector abstraction (VF: one register of `kLanes`
+// floats). This header is compiled three times (sparse_scalar.cpp, sparse_avx2.cpp, sparse_avx512.cpp), each time
+// inside its own namespace and `#pragma GCC target`, so one binary carries every SIMD level.
+//
+// Two shapes of work, both row-parallel over output features (each thread owns whole rows: no atomics):
+// * gather_rows (small batch): per output row, a dot product of the row's nonzeros with x gathered at their column
+//   indices (x of one sample, 16 KiB for 4096 inputs, sits in L1; the weight streams once).
+// * tile_rows (batch > kGatherMaxBatch, see sparse.cpp): x is packed as (cols, tile) so that each nonzero W[n, c]
+//   does one AXPY of a contiguous tile row xp[c, :] into `nv` accumulator registers: nv loads + nv FMAs per
+//   nonzero, the accumulators never leave registers, and the weight is read once per tile.
+//
+// Column indices are clamped to cols - 1 (one min per index or vector of indices) so a corrupt index can never
+// read outside x; the leaves report whether any index was out of range and the caller raises.
+//
+// Expects, before inclusion: <cstdint>, <cstring>, <algorithm>, "common.h", "sparse_isa.h"; FD_ISA_NAMESPACE;
+// FD_ISA_AVX512 / FD_ISA_AVX2 defined to 0 or 1 (with <immintrin.h> included when either is 1).
+
+namespace fd {
+namespace FD_ISA_NAMESPACE {
+
+#if FD_ISA_AVX512
+using VF = __m512;
+constexpr int kLanes = 16;
+static inline VF vzero() { return _mm512_setzero_ps(); }
+static inline VF vset1(float a) { return _mm512_set1_ps(a); }
+static inline VF vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline void vstore(float* p, VF v) { _mm512_storeu_ps(p, v); }
+static inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+#elif FD_ISA_AVX2
+using VF = __m256;
+constexpr int kLanes = 8;
+static inline VF vzero() { return _mm256_setzero_ps(); }
+static inline VF vset1(float a) { return _mm256_set1_ps(a); }
+static inline VF vload(const float* p) { return _mm256_loadu_ps(p); }
+static inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }
+static inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+#else
+using VF = float;
+constexpr int kLanes = 1;
+static inline VF vzero() { return 0.0f; }
+static inline VF vset1(float a) { return a; }
+static inline VF vload(const float* p) { return *p; }
+static inline void vstore(float* p, VF v) { *p = v; }
+static inline VF vfma(VF a, VF b, VF c) { return a * b + c; }
+#endif
+
+static inline float bf16_to_f32(uint16_t bits) {
+  return __builtin_bit_cast(float, static_cast<uint32_t>(bits) << 16);
+}
+
+// Column index j as unsigned: 16-bit indices are stored unsigned, a negative int32 becomes huge (out of range).
+template <bool I16>
+static inline uint32_t col_at(const void* idx, int64_t j) {
+  if constexpr (I16) return static_cast<const uint16_t*>(idx)[j];
+  else return static_cast<uint32_t>(static_cast<const int32_t*>(idx)[j]);
+}
+
+template <bool B16>
+static inline float val_at(const void* vals, int64_t j) {
+  if constexpr (B16) return bf16_to_f32(static_cast<const uint16_t*>(vals)[j]);
+  else return static_cast<const float*>(vals)[j];
+}
+
+// sum_j vals[j] * x[cols[j]] over [b, e); *maxc collects the largest raw column index seen.
+template <bool I16, bool B16>
+static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int64_t e, const float* x,
+                               uint32_t last, uint32_t* maxc) {
+  int64_t j = b;
+  float sum = 0.0f;
+#if FD_ISA_AVX512
+  const __m512i lastv = _mm512_set1_epi32(static_cast<int>(last));
+  __m512i maxv = _mm512_setzero_si512();
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  auto load_idx = [&](int64_t at, __mmask16 k) {
+    __m512i c;
+    if constexpr (I16) c = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(idx) + at));
+    else c = _mm512_maskz_loadu_epi32(k, static_cast<const int32_t*>(idx) + at);
+    maxv = _mm512_max_epu32(maxv, c);
+    return _mm512_min_epu32(c, lastv);
+  };
+  auto load_val = [&](int64_t at, __mmask16 k) {
+    if constexpr (B16)
+      return _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(vals) + at)), 16));
+    else return _mm512_maskz_loadu_ps(k, static_cast<const float*>(vals) + at);
+  };
+  for (; j + 32 <= e; j += 32) {  // two independent chains hide the gather latency
+    const __m512i c0 = load_idx(j, 0xffff), c1 = load_idx(j + 16, 0xffff);
+    acc0 = _mm512_fmadd_ps(load_val(j, 0xffff), _mm512_i32gather_ps(c0, x, 4), acc0);
+    acc1 = _mm512_fmadd_ps(load_val(j + 16, 0xffff), _mm512_i32gather_ps(c1, x, 4), acc1);
+  }
+  if (j < e) {
+    for (; j < e; j += 16) {
+      const __mmask16 k = e - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (e - j)) - 1);
+      const __m512i c = load_idx(j, k);
+      acc0 = _mm512_fmadd_ps(load_val(j, k), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, c, x, 4), acc0);
+    }
+  }
+  *maxc = std::max(*maxc, static_cast<uint32_t>(_mm512_reduce_max_epu32(maxv)));
+  sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif FD_ISA_AVX2
+  const __m256i lastv = _mm256_set1_epi32(static_cast<int>(last));
+  __m256i maxv = _mm256_setzero_si256();
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  auto load8 = [&](int64_t at) {
+    __m256i c;
+    if constexpr (I16)
+      c = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(idx) + at)));
+    else c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const int32_t*>(idx) + at));
+    maxv = _mm256_max_epu32(maxv, c);
+    __m256 v;
+    if constexpr (B16)
+      v = _mm256_castsi256_ps(_mm256_slli_epi32(
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(vals) + at))), 16));
+    else v = _mm256_loadu_ps(static_cast<const float*>(vals) + at);
+    return _mm256_mul_ps(v, _mm256_i32gather_ps(x, _mm256_min_epu32(c, lastv), 4));
+  };
+  for (; j + 16 <= e; j += 16) {
+    acc0 = _mm256_add_ps(acc0, load8(j));
+    acc1 = _mm256_add_ps(acc1, load8(j + 8));
+  }
+  for (; j + 8 <= e; j += 8) acc0 = _mm256_add_ps(acc0, load8(j));
+  alignas(32) uint32_t mx[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(mx), maxv);
+  for (uint32_t m : mx) *maxc = std::max(*maxc, m);
+  alignas(32) float s[8];
+  _mm256_store_ps(s, _mm256_add_ps(acc0, acc1));
+  sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+#endif
+  for (; j < e; ++j) {
+    const uint32_t c = col_at<I16>(idx, j);
+    *maxc = std::max(*maxc, c);
+    sum += val_at<B16>(vals, j) * x[std::min(c, last)];
+  }
+  return sum;
+}
+
+template <bool I16, bool B16>
+static bool gather_rows_t(const Csr& w, const float* x, int64_t M, const float* bias, OutView out, int64_t r0,
+                          int64_t r1) {
+  const uint32_t last = static_cast<uint32_t>(w.cols - 1);
+  uint32_t maxc = 0;
+  for (int64_t n = r0; n < r1; ++n) {
+    const int64_t b = w.indptr[n], e = w.indptr[n + 1];
+    // Fetch the next rows' weights early: rows are short (a few hundred nonzeros), so the hardware stream
+    // prefetcher restarts often.
+    __builtin_prefetch(static_cast<const char*>(w.indices) + (e + 64) * (I16 ? 2 : 4));
+    __builtin_prefetch(static_cast<const char*>(w.values) + (e + 64) * (B16 ? 2 : 4));
+    for (int64_t m = 0; m < M; ++m) {
+      const float s = sparse_dot<I16, B16>(w.indices, w.values, b, e, x + m * w.cols, last, &maxc);
+      out.data[m * out.om + n * out.on] = bias ? s + bias[n] : s;
+    }
+  }
+  return maxc > last;
+}
+
+// Sample-major outputs are written through a buffer of kRowGroup rows so that each sample's results go out as one
+// contiguous run (a cache line) instead of one float per row: a column of a (256, 4096) output touches 256 pages,
+// more than the DTLB holds.
+constexpr int64_t kRowGroup = 16;
+
+template <int NV, bool I16, bool B16>
+static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const float* bias, OutView out, int64_t r0,
+                        int64_t r1) {
+  constexpr int MT = NV * kLanes;
+  // Independent accumulator sets so that at least ~8 FMA chains are in flight (an FMA waits 4 cycles on its
+  // accumulator: with one set of NV = 1 register the loop ran at one nonzero per 4 cycles).
+  constexpr int U = (8 + NV - 1) / NV;
+  const uint32_t last = static_cast<uint32_t>(w.cols - 1);
+  uint32_t maxc = 0;
+  alignas(64) float buf[kRowGroup][MT];
+  const bool direct = out.om == 1 && mcount == MT;  // output rows are contiguous tiles: store registers as they are
+  for (int64_t g = r0; g < r1; g += kRowGroup) {
+    const int64_t g1 = std::min(r1, g + kRowGroup);
+    for (int64_t n = g; n < g1; ++n) {
+      VF acc[U][NV];
+      for (int u = 0; u < U; ++u)
+        for (int v = 0; v < NV; ++v) acc[u][v] = vzero();
+      auto axpy = [&](int u, int64_t j) {
+        const uint32_t c = col_at<I16>(w.indices, j);
+        maxc = std::max(maxc, c);
+        const float* xr = xp + static_cast<int64_t>(std::min(c, last)) * MT;
+        const VF wv = vset1(val_at<B16>(w.values, j));
+        for (int v = 0; v < NV; ++v) acc[u][v] = vfma(wv, vload(xr + v * kLanes), acc[u][v]);
+      };
+      const int64_t e = w.indptr[n + 1];
+      int64_t j = w.indptr[n];
+      for (; j + U <= e; j += U)
+        for (int u = 0; u < U; ++u) axpy(u, j + u);
+      for (; j < e; ++j) axpy(0, j);
+      const VF init = bias ? vset1(bias[n]) : vzero();
+      float* dst = direct ? out.data + n * out.on : buf[n - g];
+      for (int v = 0; v < NV; ++v) {
+        VF sum = init;
+        for (int u = 0; u < U; ++u) sum = sum + acc[u][v];
+        vstore(dst + v * kLanes, sum);
+      }
+    }
+    if (!direct)
+      for (int64_t m = 0; m < mcount; ++m)
+        for (int64_t n = g; n < g1; ++n) out.data[m * out.om + n * out.on] = buf[n - g][m];
+  }
+  return maxc > last;
+}
+
+static bool gather_rows(const Csr& w, const float* x, int64_t M, const float* bias, OutView out, int64_t r0,
+                        int64_t r1) {
+  if (w.idx16) return w.bf16 ? gather_rows_t<true, true>(w, x, M, bias, out, r0, r1)
+                             : gather_rows_t<true, false>(w, x, M, bias, out, r0, r1);
+  return w.bf16 ? gather_rows_t<false, true>(w, x, M, bias, out, r0, r1)
+                : gather_rows_t<false, false>(w, x, M, bias, out, r0, r1);
+}
+
+template <int NV>
+static bool tile_rows_nv(const Csr& w, const float* xp, int64_t mcount, const float* bias, OutView out, int64_t r0,
+                         int64_t r1) {
+  if (w.idx16) return w.bf16 ? tile_rows_t<NV, true, true>(w, xp, mcount, bias, out, r0, r1)
+                             : tile_rows_t<NV, true, false>(w, xp, mcount, bias, out, r0, r1);
+  return w.bf16 ? tile_rows_t<NV, false, true>(w, xp, mcount, bias, out, r0, r1)
+                : tile_rows_t<NV, false, false>(w, xp, mcount, bias, out, r0, r1);
+}
+
+static bool tile_rows(const Csr& w, const float* xp, int nv, int64_t mcount, const float* bias, OutView out,
+                      int64_t r0, int64_t r1) {
+  switch (nv) {
+    case 1: return tile_rows_nv<1>(w, xp, mcount, bias, out, r0, r1);
+    case 2: return tile_rows_nv<2>(w, xp, mcount, bias, out, r0, r1);
+    case 3: return tile_rows_nv<3>(w, xp, mcount, bias, out, r0, r1);
+    default: return tile_rows_nv<kMaxVectors>(w, xp, mcount, bias, out, r0, r1);
+  }
+}
+
+const SparseLeaves sparse_leaves{kLanes, gather_rows, tile_rows};
+
+}  // namespace FD_ISA_NAMESPACE
+}  // namespace fd

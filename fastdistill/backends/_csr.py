@@ -1,0 +1,50 @@
+"""What the CPU CSR-matmul kernels (native, Numba) accept, and the component checks they share with the reference."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+INDEX_DTYPES = (torch.int16, torch.int32)
+VALUE_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def cpu_kernel_reason(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, bias: Optional[Tensor]) -> Optional[str]:
+    """None if a float32-activation CPU kernel serves these inputs, else why not."""
+    if x.dtype != torch.float32:
+        return f"x dtype {x.dtype} not supported (float32 only)"
+    if indptr.dtype != torch.int64 or indices.dtype not in INDEX_DTYPES or values.dtype not in VALUE_DTYPES:
+        return (f"CSR dtypes ({indptr.dtype}, {indices.dtype}, {values.dtype}) not supported "
+                "(int64, int16/int32, float32/bfloat16)")
+    if bias is not None and bias.dtype != torch.float32:
+        return f"bias dtype {bias.dtype} not supported (float32 only)"
+    return None
+
+
+def linear_reason(x, indptr, indices, values, n_cols, bias) -> Optional[str]:
+    return cpu_kernel_reason(x, indptr, indices, values, bias)
+
+
+def spmm_reason(indptr, indices, values, n_cols, b) -> Optional[str]:
+    return cpu_kernel_reason(b, indptr, indices, values, None)
+
+
+def columns(indices: Tensor) -> Tensor:
+    """Column indices as int64 (16-bit indices are stored as unsigned bit patterns in an int16 tensor)."""
+    cols = indices.to(torch.int64)
+    return cols & 0xFFFF if indices.dtype == torch.int16 else cols
+
+
+def check_components(indptr: Tensor, cols: Tensor, values: Tensor, n_cols: int) -> None:
+    """ValueError unless indptr / decoded column indices / values form a valid CSR matrix with n_cols columns."""
+    if indptr.dim() != 1 or indptr.numel() < 1:
+        raise ValueError("indptr: expected a 1-D tensor of rows + 1 entries")
+    if cols.shape != values.shape or cols.dim() != 1:
+        raise ValueError("indices, values: expected 1-D tensors of the same length")
+    if int(indptr[0]) != 0 or int(indptr[-1]) != values.numel():
+        raise ValueError(f"indptr: expected to run from 0 to the number of stored values ({values.numel()})")
+    if indptr.numel() > 1 and bool((indptr[1:] < indptr[:-1]).any()):
+        raise ValueError("indptr: expected a non-decreasing tensor")
+    if cols.numel() and (int(cols.min()) < 0 or int(cols.max()) >= n_cols):
+        raise ValueError(f"indices: a column index is out of range [0, {n_cols})")

@@ -1,0 +1,358 @@
+"""Compact, safe model files: ``save`` / ``load`` / ``model_size``.
+
+File layout (readable by ``safetensors``; nothing in it is ever executed, there is no pickle):
+
+* 8 bytes: little-endian uint64 ``N``, the header length;
+* ``N`` bytes: a JSON object, space-padded to a multiple of 8 bytes. Each key names a stored tensor and maps to
+  ``{"dtype": "F32" | "BF16" | "I16" | ..., "shape": [...], "data_offsets": [begin, end]}`` (byte offsets into the
+  data section, tensors back to back in key order, no gaps). ``"__metadata__"`` maps strings to strings:
+  ``format`` = ``"fastdistill"``, ``version``, ``sha256`` (hex digest of the data section), ``encodings`` and
+  ``modules`` (both JSON, below);
+* the data section: raw little-endian tensor bytes.
+
+``encodings`` maps a *logical* entry (a state-dict key, or the module name of a SparseLinear) to how it is stored
+when that is not as one plain tensor: ``{"kind": "csr" | "bitmask" | "bits", "shape": [...], "as": "dense" |
+"sparse_linear" | "sparse_weight"}``. Its component tensors are stored as ``<name>::<component>``:
+
+* ``bits`` (bool tensors such as pruning masks): ``mask``, one bit per element as below;
+* ``csr``: ``indptr`` (int64), ``indices`` (int16 = unsigned 16-bit when cols <= 65536, else int32), ``values``;
+* ``bitmask``: ``mask`` (uint8, one bit per element in row-major order, most significant bit first; the
+  ``np.packbits`` order) and ``values`` (the nonzeros in row-major order).
+
+Whichever of the two is smaller is written: a bitmask costs 1 bit per element, CSR 2-4 bytes per nonzero, so the
+bitmask wins at up to about 94% sparsity. Pruned dense weights are written this way too when that saves at least
+10% (and they hold no -0.0, which would not survive), SparseLinear layers (``as: sparse_linear``) always. A new
+kind (``QuantizedTensor``'s codes and scales, say) adds an entry to ``_DECODERS`` and a branch in ``_encode``.
+
+``modules`` maps module names to the fastdistill module types (``"SparseLinear"``) that ``load`` must put in place
+of a plain model's layers; ``load`` also resizes ``nn.Linear`` layers whose stored shapes differ (after
+``prune_neurons``). Truncated, malformed or modified files raise ValueError.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import sys
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backends._csr import check_components, columns
+from ..nn import SparseLinear
+from ..sparse import SparseWeight
+from .prune import MASK
+
+FORMAT, VERSION = "fastdistill", "1"
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+_FROM_NAME = {v: k for k, v in _DTYPES.items()}
+_MAX_HEADER = 100 << 20
+_SPARSE_SAVING = 0.9  # a dense tensor is stored sparse only when that takes at most 90% of its dense bytes
+Entry = Union[torch.Tensor, SparseWeight]
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+
+
+def _csr_of_mask(keep: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(indptr, indices) of the True entries of a (rows, cols) bool mask, in SparseWeight's index dtypes."""
+    indptr = torch.zeros(keep.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(keep.sum(dim=1), dim=0, out=indptr[1:])
+    col = keep.nonzero()[:, 1].to(torch.int32)
+    return indptr, (col.to(torch.int16) if keep.shape[1] <= 65536 else col)
+
+
+def _sparse_parts(rows: int, cols: int, values: torch.Tensor, keep: Optional[torch.Tensor] = None,
+                  indptr: Optional[torch.Tensor] = None, indices: Optional[torch.Tensor] = None
+                  ) -> Tuple[str, Dict[str, torch.Tensor]]:
+    """The smaller of the bitmask and CSR encodings of a (rows, cols) matrix whose stored entries are ``values``,
+    given either as a mask ``keep`` or as CSR ``indptr`` / ``indices``."""
+    nnz, vbytes = values.numel(), values.element_size()
+    csr_bytes = (rows + 1) * 8 + nnz * ((2 if cols <= 65536 else 4) + vbytes)
+    mask_bytes = math.ceil(rows * cols / 8) + nnz * vbytes
+    if mask_bytes <= csr_bytes:
+        if keep is None:
+            keep = torch.zeros(rows, cols, dtype=torch.bool)
+            keep[torch.repeat_interleave(torch.arange(rows), indptr.diff()), columns(indices)] = True
+        return "bitmask", {"mask": torch.from_numpy(np.packbits(keep.reshape(-1).numpy())), "values": values}
+    if indptr is None:
+        indptr, indices = _csr_of_mask(keep)
+    return "csr", {"indptr": indptr, "indices": indices, "values": values}
+
+
+def _sparse_if_smaller(t: torch.Tensor) -> Optional[Tuple[str, Dict[str, torch.Tensor]]]:
+    if not t.is_floating_point() or t.dim() < 2 or t.numel() == 0:
+        return None
+    flat = t.detach().reshape(t.shape[0], -1)
+    keep = flat != 0
+    if bool((~keep & torch.signbit(flat)).any()):  # -0.0 would come back as +0.0
+        return None
+    nnz = int(keep.sum())
+    rows, cols = flat.shape
+    smallest = min(math.ceil(flat.numel() / 8), (rows + 1) * 8 + nnz * (2 if cols <= 65536 else 4)) \
+        + nnz * flat.element_size()
+    if smallest > _SPARSE_SAVING * flat.numel() * flat.element_size():
+        return None
+    return _sparse_parts(rows, cols, flat[keep], keep=keep)
+
+
+def _encode(state: Mapping[str, Entry], sparse_linear: Mapping[str, int]) -> Tuple[Dict[str, torch.Tensor], Dict]:
+    """(stored tensors, encodings) of a state dict (SparseWeight values allowed); ``sparse_linear`` maps the names
+    of SparseLinear modules, whose three buffers are stored as one sparse entry, to their in_features."""
+    tensors: Dict[str, torch.Tensor] = {}
+    encodings: Dict[str, Dict] = {}
+    state = dict(state)
+    grouped: Dict[str, SparseWeight] = {}
+    for mod, cols in sparse_linear.items():
+        prefix = f"{mod}." if mod else ""
+        indptr, indices, values = (state.pop(prefix + k) for k in ("indptr", "indices", "values"))
+        grouped[mod] = SparseWeight._trusted(indptr, indices, values, (indptr.numel() - 1, cols))
+    items = [(name, value, "sparse_weight" if isinstance(value, SparseWeight) else "dense")
+             for name, value in state.items()] + [(name, w, "sparse_linear") for name, w in grouped.items()]
+    for name, value, as_ in items:
+        if isinstance(value, SparseWeight):
+            w = value.to("cpu")
+            kind, comps = _sparse_parts(*w.shape, w.values, indptr=w.indptr, indices=w.indices)
+            shape = list(w.shape)
+        elif isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.numel() >= 64:
+            kind, shape = "bits", list(value.shape)
+            comps = {"mask": torch.from_numpy(np.packbits(value.detach().cpu().reshape(-1).numpy()))}
+        elif isinstance(value, torch.Tensor):
+            enc = _sparse_if_smaller(value.detach().cpu())
+            if enc is None:
+                tensors[name] = value.detach().cpu()
+                continue
+            (kind, comps), shape = enc, list(value.shape)
+        else:
+            raise TypeError(f"model: entry {name!r} is a {type(value).__name__}, expected a tensor or SparseWeight")
+        encodings[name] = {"kind": kind, "shape": shape, "as": as_}
+        tensors.update({f"{name}::{comp}": t.detach().cpu() for comp, t in comps.items()})
+    return tensors, encodings
+
+
+def _decode_entry(name: str, enc: Dict, tensors: Dict[str, torch.Tensor]) -> Dict[str, Entry]:
+    """The state-dict entries of one stored sparse entry, validated."""
+    try:
+        kind, as_, shape = enc["kind"], enc["as"], [int(s) for s in enc["shape"]]
+        if kind == "bits":
+            bits = tensors.pop(f"{name}::mask")
+            if bits.dtype != torch.uint8 or bits.numel() != math.ceil(math.prod(shape) / 8):
+                raise ValueError("bit count does not match the shape")
+            return {name: torch.from_numpy(np.unpackbits(bits.numpy(), count=math.prod(shape)).astype(bool))
+                    .reshape(shape)}
+        rows, cols = shape[0], math.prod(shape[1:])
+        values = tensors.pop(f"{name}::values")
+        if kind == "bitmask":
+            bits = tensors.pop(f"{name}::mask")
+            if bits.dtype != torch.uint8 or bits.numel() != math.ceil(rows * cols / 8):
+                raise ValueError("mask size does not match the shape")
+            keep = torch.from_numpy(np.unpackbits(bits.numpy(), count=rows * cols).astype(bool)).reshape(rows, cols)
+            indptr, indices = _csr_of_mask(keep)
+        elif kind == "csr":
+            indptr, indices = tensors.pop(f"{name}::indptr"), tensors.pop(f"{name}::indices")
+        else:
+            raise ValueError(f"unknown encoding kind {kind!r}")
+        if as_ == "dense":
+            if indptr.dtype != torch.int64 or indices.dtype not in (torch.int16, torch.int32) \
+                    or indptr.numel() != rows + 1:
+                raise ValueError("CSR components have wrong dtypes or sizes")
+            cidx = columns(indices)
+            check_components(indptr, cidx, values, cols)
+            dense = torch.zeros(rows, cols, dtype=values.dtype)
+            dense[torch.repeat_interleave(torch.arange(rows), indptr.diff()), cidx] = values
+            return {name: dense.reshape(shape)}
+        w = SparseWeight(indptr, indices, values, (rows, cols))
+        if as_ == "sparse_weight":
+            return {name: w}
+        if as_ == "sparse_linear":
+            prefix = f"{name}." if name else ""
+            return {prefix + "indptr": w.indptr, prefix + "indices": w.indices, prefix + "values": w.values}
+        raise ValueError(f"unknown target {as_!r}")
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise ValueError(f"file: entry {name!r} is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _decode(tensors: Dict[str, torch.Tensor], encodings: Dict) -> Dict[str, Entry]:
+    if not isinstance(encodings, dict):
+        raise ValueError("file: corrupt metadata (encodings is not a JSON object)")
+    state: Dict[str, Entry] = {}
+    for name, enc in encodings.items():
+        state.update(_decode_entry(name, enc, tensors))
+    leftover = [k for k in tensors if "::" in k]
+    if leftover:
+        raise ValueError(f"file: component tensors without an encoding entry: {leftover[:5]}")
+    state.update(tensors)
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ file format
+
+
+def _write(path: Union[str, os.PathLike], tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
+    header: Dict[str, object] = {}
+    blobs: List[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"model: tensor {name!r} has dtype {t.dtype}, which the file format does not store")
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    data = b"".join(blobs)
+    header["__metadata__"] = {**metadata, "sha256": hashlib.sha256(data).hexdigest()}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)))
+        fh.write(text)
+        fh.write(data)
+
+
+def _read(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    if len(blob) < 8:
+        raise ValueError(f"file: {path} is truncated ({len(blob)} bytes, no header length)")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > _MAX_HEADER or 8 + n > len(blob):
+        raise ValueError(f"file: {path} is truncated or corrupt (header of {n} bytes, file of {len(blob)})")
+    try:
+        header = json.loads(blob[8:8 + n].decode())
+        meta = header.pop("__metadata__")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError("not a fastdistill file")
+    except (ValueError, KeyError, UnicodeDecodeError, AttributeError) as exc:
+        raise ValueError(f"file: {path} has a corrupt header ({exc})") from None
+    data = memoryview(blob)[8 + n:]
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise ValueError(f"file: {path} is truncated or modified (data checksum mismatch)")
+    tensors: Dict[str, torch.Tensor] = {}
+    spans = []
+    for name, info in header.items():
+        try:
+            dtype = _FROM_NAME[info["dtype"]]
+            shape = [int(s) for s in info["shape"]]
+            begin, end = (int(o) for o in info["data_offsets"])
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(data) or end - begin != size:
+                raise ValueError(f"offsets {begin}..{end} do not hold {shape} {info['dtype']}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"file: {path} entry {name!r} is malformed ({exc})") from None
+        spans.append((begin, end))
+        raw = bytearray(data[begin:end])
+        t = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        tensors[name] = t.view(dtype).reshape(shape) if size else torch.empty(shape, dtype=dtype)
+    spans.sort()
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])) or sum(e - b for b, e in spans) != len(data):
+        raise ValueError(f"file: {path} has overlapping tensors or unaccounted bytes")
+    return tensors, meta
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+
+def _state_of(model: Union[nn.Module, Mapping[str, Entry]]) -> Tuple[Dict[str, Entry], Dict[str, int], Dict[str, str]]:
+    if isinstance(model, nn.Module):
+        sl = {name: m.in_features for name, m in model.named_modules() if isinstance(m, SparseLinear)}
+        return dict(model.state_dict()), sl, {name: "SparseLinear" for name in sl}
+    if isinstance(model, Mapping):
+        return dict(model), {}, {}
+    raise TypeError(f"model: expected an nn.Module or a mapping of tensors, got {type(model).__name__}")
+
+
+def save(model: Union[nn.Module, Mapping[str, Entry]], path: Union[str, os.PathLike]) -> None:
+    """Writes ``model``'s state (or a dict of tensors / SparseWeights) to ``path`` in the compact safe format
+    described in this module's docstring.
+
+    Example::
+
+        >>> fastdistill.save(model, "student.fd")
+        >>> fastdistill.load("student.fd", copy_of_the_model_architecture)
+    """
+    if sys.byteorder != "little":
+        raise RuntimeError("save: the file format is little-endian; big-endian hosts are not supported")
+    state, sparse_linear, modules = _state_of(model)
+    tensors, encodings = _encode(state, sparse_linear)
+    _write(path, tensors, {"format": FORMAT, "version": VERSION, "encodings": json.dumps(encodings),
+                           "modules": json.dumps(modules)})
+
+
+def model_size(model: Union[nn.Module, Mapping[str, Entry]]) -> int:
+    """Bytes of tensor data ``save`` would write for ``model`` (the header adds a few hundred bytes).
+
+    Example::
+
+        >>> fastdistill.model_size(nn.Linear(1000, 1000))
+        4004000
+    """
+    state, sparse_linear, _ = _state_of(model)
+    tensors, _ = _encode(state, sparse_linear)
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _fit_module(model: nn.Module, name: str, kind: Optional[str], state: Dict[str, Entry], encodings: Dict) -> None:
+    """Makes ``model``'s layer ``name`` able to take the stored tensors: a SparseLinear built from them in place of
+    the layer, a resized Linear, pruning-mask buffers."""
+    prefix = f"{name}." if name else ""
+    module = model.get_submodule(name)
+    if kind == "SparseLinear":
+        if not isinstance(module, (nn.Linear, SparseLinear)) or not name:
+            raise ValueError(f"model: layer {name!r} is a {type(module).__name__}; the file holds a SparseLinear")
+        w = SparseWeight(state[prefix + "indptr"], state[prefix + "indices"], state[prefix + "values"],
+                         tuple(encodings[name]["shape"]))
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, SparseLinear(w, state.get(prefix + "bias")))
+    elif kind is not None:
+        raise ValueError(f"file: unknown module type {kind!r} for layer {name!r}")
+    elif type(module) is nn.Linear and prefix + "weight" in state:
+        w = state[prefix + "weight"]
+        if tuple(w.shape) != tuple(module.weight.shape):
+            module.out_features, module.in_features = w.shape
+            module.weight = nn.Parameter(torch.empty(w.shape, dtype=module.weight.dtype),
+                                         requires_grad=module.weight.requires_grad)
+            if module.bias is not None:
+                module.bias = nn.Parameter(torch.empty(w.shape[0], dtype=module.bias.dtype),
+                                           requires_grad=module.bias.requires_grad)
+        if prefix + MASK in state and MASK not in module._buffers:
+            module.register_buffer(MASK, torch.empty(w.shape, dtype=torch.bool))
+
+
+def load(path: Union[str, os.PathLike], model: Optional[nn.Module] = None):
+    """Reads a file written by :func:`save`. Without ``model``, returns the state as a dict (SparseLinear layers as
+    their ``indptr``/``indices``/``values`` buffers, saved SparseWeights as SparseWeight). With ``model`` (the same
+    architecture, pruned or not), puts SparseLinear layers and resized Linear layers in place, loads every tensor
+    (strictly: every key must match) and returns the model; outputs are bit-identical to the saved model's.
+
+    Example::
+
+        >>> state = fastdistill.load("student.fd")
+    """
+    tensors, meta = _read(path)
+    try:
+        encodings = json.loads(meta.get("encodings", "{}"))
+        modules = json.loads(meta.get("modules", "{}"))
+    except ValueError as exc:
+        raise ValueError(f"file: {path} has corrupt metadata ({exc})") from None
+    state = _decode(tensors, encodings)
+    if model is None:
+        return state
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module or None, got {type(model).__name__}")
+    try:
+        for name, kind in modules.items():
+            _fit_module(model, name, kind, state, encodings)
+        for name, module in list(model.named_modules()):
+            if type(module) is nn.Linear:
+                _fit_module(model, name, None, state, encodings)
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"model: does not match the file ({exc})") from None
+    model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,146 @@
+"""Sparse weights and CSR matmul: every backend against a float64 product on awkward shapes.
+
+Float tolerance: fp32 accumulation over a row of nonzeros, so each output is compared with the float64 product
+of the same (fp32 or bf16) stored values as |got - want| <= 1e-5 * sum_j |w_nj x_mj| + 1e-30.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastdistill as fd
+from fastdistill import _ops
+
+# (out_features, in_features, batch): empty dims, single elements, tails shorter than a register, batches around
+# the gather/tile switch and the 128-sample tile, and 32-bit column indices (in_features > 65536).
+SHAPES = [(1, 1, 1), (0, 5, 3), (5, 0, 3), (7, 13, 0), (33, 17, 1), (33, 17, 3), (33, 17, 5), (31, 40, 16),
+          (33, 17, 17), (65, 129, 130), (40, 300, 257), (3, 70001, 2), (3, 70001, 9)]
+SPARSITIES = [0.0, 0.5, 0.93, 1.0]
+
+
+def sparse_weight(rows, cols, sparsity, gen, dtype=torch.float32):
+    w = torch.randn(rows, cols, generator=gen)
+    w.masked_fill_(torch.rand(rows, cols, generator=gen) < sparsity, 0)
+    return w.to(dtype)
+
+
+def check_close(got, w, x, bias=None):
+    """got == x @ w^T (+ bias) in float64, within the fp32-accumulation tolerance above."""
+    want = x.double() @ w.double().t()
+    scale = x.double().abs() @ w.double().abs().t()
+    if bias is not None:
+        want, scale = want + bias.double(), scale + bias.double().abs()
+    err = (got.double().cpu() - want.cpu()).abs()
+    assert bool((err <= 1e-5 * scale.cpu() + 1e-30).all()), float((err - 1e-5 * scale.cpu()).max())
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("vdtype", [torch.float32, torch.bfloat16], ids=str)
+def test_sparse_linear_matches_float64(backend, gen, shape, vdtype):
+    rows, cols, batch = shape
+    for sparsity in SPARSITIES if rows * cols < 10**6 else [0.999]:
+        w = sparse_weight(rows, cols, sparsity, gen, vdtype).to(backend)
+        sw = fd.SparseWeight.from_dense(w)
+        x = torch.randn(batch, cols, generator=gen).to(backend)
+        bias = torch.randn(rows, generator=gen).to(backend)
+        check_close(fd.sparse_linear(x, sw), w, x)
+        check_close(fd.sparse_linear(x, sw, bias), w, x, bias)
+        check_close(fd.spmm(sw, x.t().contiguous()).t(), w, x)
+
+
+def test_layouts_and_kinds(backend, gen):
+    w = sparse_weight(24, 40, 0.8, gen).to(backend)
+    sw = fd.SparseWeight.from_dense(w)
+    base = torch.randn(40, 60, generator=gen).to(backend)
+    for x in (base.t(), base.t()[::3], base[:, ::2].t()):  # non-contiguous activations
+        check_close(fd.sparse_linear(x, sw), w, x)
+        check_close(fd.spmm(sw, x.t()).t(), w, x)
+    x3 = torch.randn(2, 3, 40, generator=gen).to(backend)  # leading batch dims
+    out = fd.sparse_linear(x3, sw)
+    assert out.shape == (2, 3, 24)
+    check_close(out.reshape(6, 24), w, x3.reshape(6, 40))
+    vec = torch.randn(40, generator=gen).to(backend)  # spmm of a vector
+    assert fd.spmm(sw, vec).shape == (24,)
+    check_close(fd.spmm(sw, vec)[None], w, vec[None])
+    if backend == "cpu":  # numpy in, numpy out
+        got = fd.sparse_linear(base.t().numpy(), sw)
+        assert isinstance(got, np.ndarray)
+        check_close(torch.from_numpy(got), w, base.t())
+
+
+def test_bad_components_raise(backend):
+    x = torch.ones(2, 10, device=backend)
+    indptr = torch.tensor([0, 2, 3], device=backend)
+    vals = torch.ones(3, device=backend)
+    for idx in (torch.tensor([1, 10, 2], dtype=torch.int16), torch.tensor([1, -1, 2], dtype=torch.int32)):
+        with pytest.raises(ValueError, match="out of range"):
+            _ops.sparse_linear(x, indptr, idx.to(backend), vals, 10, None)
+        with pytest.raises(ValueError, match="out of range"):
+            _ops.spmm(indptr, idx.to(backend), vals, 10, x.t().contiguous())
+    ok = torch.tensor([1, 2, 3], dtype=torch.int16, device=backend)
+    for bad in ([0, 3, 2], [1, 2, 3], [0, 2, 4]):
+        with pytest.raises(ValueError, match="indptr"):
+            _ops.sparse_linear(x, torch.tensor(bad, device=backend), ok, vals, 10, None)
+
+
+def test_public_argument_errors(gen):
+    sw = fd.SparseWeight.from_dense(sparse_weight(4, 6, 0.5, gen))
+    with pytest.raises(ValueError, match="x: expected shape"):
+        fd.sparse_linear(torch.ones(2, 5), sw)
+    with pytest.raises(ValueError, match="x: expected shape"):
+        fd.spmm(sw, torch.ones(5, 2))
+    with pytest.raises(ValueError, match="bias"):
+        fd.sparse_linear(torch.ones(2, 6), sw, torch.ones(3))
+    with pytest.raises(TypeError, match="w_sparse"):
+        fd.sparse_linear(torch.ones(2, 6), torch.ones(4, 6))
+    with pytest.raises(TypeError, match="x"):
+        fd.sparse_linear(torch.ones(2, 6, dtype=torch.int32), sw)
+
+
+def test_opcheck(gen):
+    sw = fd.SparseWeight.from_dense(sparse_weight(9, 20, 0.7, gen))
+    x, b = torch.randn(5, 20, generator=gen), torch.randn(9, generator=gen)
+    torch.library.opcheck(_ops.sparse_linear, (x, sw.indptr, sw.indices, sw.values, 20, b))
+    torch.library.opcheck(_ops.sparse_linear, (x, sw.indptr, sw.indices, sw.values, 20, None))
+    torch.library.opcheck(_ops.sparse_linear, (x.clone().requires_grad_(), sw.indptr, sw.indices, sw.values, 20, b))
+    torch.library.opcheck(_ops.spmm, (sw.indptr, sw.indices, sw.values, 20, x.t().contiguous()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_sparse_weight_round_trip(gen, dtype):
+    w = sparse_weight(50, 70, 0.9, gen, dtype)
+    w[3] = 0  # an empty row
+    w[0, 0] = float("nan")  # NaN is stored, not dropped
+    sw = fd.SparseWeight.from_dense(w)
+    assert sw.values.dtype == (torch.bfloat16 if dtype == torch.bfloat16 else torch.float32)
+    assert sw.indices.dtype == torch.int16 and sw.indptr.dtype == torch.int64
+    assert sw.nnz == int((w != 0).sum())
+    dense = sw.to_dense()
+    assert torch.equal(dense.to(dtype).view(torch.int16 if dtype != torch.float32 else torch.int32),
+                       w.view(torch.int16 if dtype != torch.float32 else torch.int32))
+    assert sw.nbytes == 51 * 8 + sw.nnz * (2 + sw.values.element_size())
+    again = fd.SparseWeight.from_state_dict(sw.state_dict())
+    assert again.shape == sw.shape and torch.equal(again.to_dense().view(torch.uint8), dense.view(torch.uint8))
+    assert sw.to("cpu") is sw
+
+
+def test_sparse_weight_index_width_and_signs(gen):
+    w = torch.zeros(2, 65536)
+    w[0, 65535], w[1, 40000], w[1, 7] = 1.5, -2.0, -0.0  # unsigned 16-bit columns; -0.0 is not stored
+    sw = fd.SparseWeight.from_dense(w)
+    assert sw.indices.dtype == torch.int16 and sw.nnz == 2
+    assert torch.equal(sw.to_dense(), w)
+    x = torch.randn(3, 65536, generator=gen)
+    check_close(fd.sparse_linear(x, sw), w, x)
+    wide = fd.SparseWeight.from_dense(torch.zeros(2, 65537))
+    assert wide.indices.dtype == torch.int32
+    with pytest.raises(TypeError, match="float64"):
+        fd.SparseWeight.from_dense(torch.zeros(2, 2, dtype=torch.float64))
+    assert fd.SparseWeight.from_dense(torch.ones(2, 2, dtype=torch.float64), torch.float32).nnz == 4
+    with pytest.raises(ValueError, match="2-D"):
+        fd.SparseWeight.from_dense(torch.ones(3))
+    bad = sw.state_dict()
+    bad["indices"] = torch.tensor([1, 2], dtype=torch.int32)
+    with pytest.raises(TypeError, match="indices"):
+        fd.SparseWeight.from_state_dict(bad)
