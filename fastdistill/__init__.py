@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
 from . import compress
+from .int8 import PackedInt8Weight, int8_linear, int8_mm, prepack_int8_weight, quantize_weight_per_channel
 from .pruning import (
     channel_mask,
     global_magnitude_masks,
@@ -26,10 +27,15 @@ __all__ = [
     "get_backend",
     "global_magnitude_masks",
     "info",
+    "int8_linear",
+    "int8_mm",
     "magnitude_mask",
     "magnitude_threshold",
     "nm_mask",
+    "PackedInt8Weight",
+    "prepack_int8_weight",
     "prune_",
+    "quantize_weight_per_channel",
     "random_mask",
     "set_backend",
     "use_backend",

@@ -6,6 +6,7 @@
 namespace fd {
 void bind_simd(py::module_& m);
 void bind_prune(py::module_& m);
+void bind_int8(py::module_& m);
 }  // namespace fd
 
 PYBIND11_MODULE(_C, m) {
@@ -13,4 +14,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("max_threads", [] { return omp_get_max_threads(); }, "OpenMP's default thread count.");
   fd::bind_simd(m);
   fd::bind_prune(m);
+  fd::bind_int8(m);
 }

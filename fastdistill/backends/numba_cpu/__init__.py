@@ -1,2 +1,3 @@
 """Numba kernels (CPU): the fast path where the C++ extension is not built."""
 from . import prune  # noqa: F401
+from . import int8  # noqa: F401
