@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
-from . import compress
+from . import compress, nn
 from .int8 import PackedInt8Weight, int8_linear, int8_mm, prepack_int8_weight, quantize_weight_per_channel
 from .pruning import (
     channel_mask,
@@ -32,6 +32,7 @@ __all__ = [
     "magnitude_mask",
     "magnitude_threshold",
     "nm_mask",
+    "nn",
     "PackedInt8Weight",
     "prepack_int8_weight",
     "prune_",

@@ -77,18 +77,20 @@ void int8_pack(const py::array& b, const py::array& packed, const py::array& com
 #pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
     int8_t* pp = dst + p * kg * kGroupBytes;
-    for (int64_t j = 0; j < kPanel; ++j) {
-      const int64_t col = p * kPanel + j;
-      int64_t sum = 0;
-      for (int64_t g = 0; g < kg; ++g)
-        for (int64_t t = 0; t < 4; ++t) {
-          const int64_t row = 4 * g + t;
-          const int8_t v = (row < k && col < n) ? src[row * sk + col * sn] : 0;
-          pp[g * kGroupBytes + 4 * j + t] = v;
-          sum += v;
+    const int64_t c0 = p * kPanel, nc = std::min(kPanel, n - c0);
+    int64_t sum[kPanel] = {};
+    // Row by row: reads a contiguous K x N matrix along its rows (sn = 1).
+    for (int64_t g = 0; g < kg; ++g)
+      for (int64_t t = 0; t < 4; ++t) {
+        const int64_t row = 4 * g + t;
+        int8_t* q = pp + g * kGroupBytes + t;
+        for (int64_t j = 0; j < kPanel; ++j) {
+          const int8_t v = (row < k && j < nc) ? src[row * sk + (c0 + j) * sn] : 0;
+          q[4 * j] = v;
+          sum[j] += v;
         }
-      cp[p * kPanel + j] = static_cast<int32_t>(static_cast<uint32_t>(sum) * 128u);
-    }
+      }
+    for (int64_t j = 0; j < kPanel; ++j) cp[c0 + j] = static_cast<int32_t>(static_cast<uint32_t>(sum[j]) * 128u);
   }
 }
 

@@ -1,4 +1,5 @@
 """Model-level compression: pruning whole models (more to come: quantization, sparsification, compact files)."""
 from .prune import prune, remove_pruning, sparsity
+from .quantize import quantize
 
-__all__ = ["prune", "remove_pruning", "sparsity"]
+__all__ = ["prune", "quantize", "remove_pruning", "sparsity"]
