@@ -112,7 +112,7 @@ def run(names: Optional[List[str]] = None, quick: bool = False) -> Iterator[Row]
 
 
 def _load_suites() -> None:
-    from .benchmarks import prune  # noqa: F401  (registers its suite)
+    from .benchmarks import int8, prune  # noqa: F401  (registers their suites)
 
 
 def markdown(rows: List[Row]) -> str:
