@@ -10,6 +10,8 @@ import fastdistill as fd
 from fastdistill import _ops
 from fastdistill.backends.reference import int8 as ref
 
+from conftest import native_simd_levels, simd_level
+
 # (M, K, N): ones, K not a multiple of 4 or 64, N tails shorter than a panel, row tails of every microkernel, empty.
 MM_SHAPES = [(1, 1, 1), (1, 5, 7), (2, 3, 64), (5, 4, 65), (7, 130, 63), (13, 64, 128), (17, 257, 129),
              (97, 1000, 300), (200, 67, 1), (1, 2051, 70), (0, 5, 3), (4, 0, 3), (4, 5, 0)]
@@ -31,6 +33,33 @@ def test_int8_mm_exact(backend, gen, m, k, n):
     assert torch.equal(got.cpu(), exact(a, b))
     packed = fd.prepack_int8_weight(b)
     assert torch.equal(fd.int8_mm(a, packed).cpu(), exact(a, b))
+
+
+@pytest.fixture(params=["amx", "vnni"])
+def avx512_kernel(request):
+    """The native avx512 level with its AMX kernel allowed (used where the CPU has AMX) or forbidden (VNNI)."""
+    if "avx512" not in native_simd_levels():
+        pytest.skip("the native avx512 level is unavailable")
+    from fastdistill import _C
+
+    with fd.use_backend("native"), simd_level("avx512"):
+        _C.int8_set_amx(request.param == "amx")
+        try:
+            if request.param == "amx" and not _C.int8_amx_in_use():
+                pytest.skip("no AMX-INT8 on this CPU")
+            yield request.param
+        finally:
+            _C.int8_set_amx(True)
+
+
+@pytest.mark.parametrize("m,k,n", MM_SHAPES + [(33, 64, 64), (100, 129, 200)], ids=str)
+def test_int8_mm_avx512_kernels(avx512_kernel, gen, m, k, n):
+    a, b = rand_int8((m, k), gen), rand_int8((k, n), gen)
+    assert torch.equal(fd.int8_mm(a, b), exact(a, b))
+    _, q, bias = make_linear(gen, n, k)
+    x = torch.randn(m, k, generator=gen)
+    want = ref_linear(x, q, bias)
+    torch.testing.assert_close(fd.int8_linear(x, q, bias), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()) if m * n else 0)
 
 
 def test_int8_mm_extremes(backend):

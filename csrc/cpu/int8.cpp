@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -14,9 +15,10 @@
 namespace fd {
 namespace {
 
-// Rows of A one task multiplies with one panel: a multiple of every microkernel's row count (6, 2, 1), small enough
-// that the block (kRowBlock x K bytes) stays in L2 while the panels stream past it.
+// Rows of A one task multiplies with one panel: a multiple of every microkernel's row count (32, 6, 2, 1), small
+// enough that the block (kRowBlock x K bytes) stays in L2 while the panels stream past it.
 constexpr int64_t kRowBlock = 96;
+static_assert(kRowBlock % 32 == 0, "row blocks hold whole AMX tiles");
 
 std::string shape_str(const py::array& a) {
   std::string s = "(";
@@ -116,7 +118,7 @@ void int8_gemm(const py::array& a, const py::array& packed, const py::array& com
   py::gil_scoped_release nogil;
   if (m == 0 || n == 0) return;
   const int64_t lda = 4 * kg;
-  std::vector<uint8_t> ua(static_cast<size_t>(m * lda));
+  std::vector<uint8_t> ua(static_cast<size_t>(padded_rows(m) * lda));  // zero rows past m
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t i = 0; i < k; ++i) ua[r * lda + i] = src[r * k + i] ^ 0x80;  // a + 128 as an unsigned byte
@@ -159,7 +161,7 @@ void int8_linear(const py::array& x, const py::array& packed, const py::array& c
   py::gil_scoped_release nogil;
   if (m == 0 || n == 0) return;
   const int64_t lda = 4 * kg, esz = dt == DType::F32 ? 4 : 2;
-  std::vector<uint8_t> ua(static_cast<size_t>(m * lda));
+  std::vector<uint8_t> ua(static_cast<size_t>(padded_rows(m) * lda));  // zero rows past m
   std::vector<float> rs(static_cast<size_t>(m));
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t r = 0; r < m; ++r)
@@ -227,9 +229,16 @@ void int8_dequantize(const py::array& c, const py::array& row_scale, const py::a
       op[r * n + j] = bp ? v + bp[j] : v;
     }
 }
+std::atomic<bool> g_amx{true};
 }  // namespace
 
+bool int8_amx_enabled() { return g_amx.load(std::memory_order_relaxed); }
+
 void bind_int8(py::module_& m) {
+  m.def("int8_set_amx", [](bool on) { g_amx.store(on, std::memory_order_relaxed); }, py::arg("enabled"),
+        "Allow (default) or forbid the AMX int8 kernel at the avx512 level; for tests and benchmarks.");
+  m.def("int8_amx_in_use", [] { return simd_level() == Simd::Avx512 && int8_amx_enabled() && amx::available(); },
+        "Whether the int8 GEMM runs on AMX tiles now.");
   m.attr("INT8_PANEL") = kPanel;
   m.def("int8_pack", &int8_pack, py::arg("b"), py::arg("packed"), py::arg("comp"), py::arg("nthreads") = 1,
         "Packs b (K x N int8, any strides) into the GEMM's panel layout (size n_panels * k_groups * 256) and the "

@@ -7,11 +7,14 @@ namespace fd {
 // B (K x N int8) is packed into panels of kPanel columns. Within a panel, for each group g of 4 consecutive k, the
 // 4 bytes of each column are adjacent: packed[p][g][j][t] = B[4g + t][kPanel * p + j], zero-padded in k and n.
 // One group of one panel is then exactly one 64-byte vector of VNNI operands (16 int32 lanes x 4 bytes), four per
-// group. Every level reads this one layout, so a weight packed once serves whatever level runs later.
+// group, and 16 groups of 16 columns are one AMX B tile; K is padded to a multiple of 64 (16 groups) for the tiles.
+// Every level reads this one layout, so a weight packed once serves whatever level runs later.
 constexpr int64_t kPanel = 64;
 constexpr int64_t kGroupBytes = kPanel * 4;
 
-inline int64_t k_groups(int64_t k) { return (k + 3) / 4; }
+inline int64_t k_groups(int64_t k) { return (k + 63) / 64 * 16; }
+// Rows of A the GEMM may read: whole 32-row AMX tiles (the buffers' extra rows are zero).
+inline int64_t padded_rows(int64_t m) { return (m + 31) / 32 * 32; }
 inline int64_t n_panels(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
 // A arrives as unsigned bytes a + 128 (what vpdpbusd multiplies), with a row stride that is a multiple of 4 and a
@@ -54,6 +57,16 @@ FD_DECLARE_INT8_LEAVES(avx2)
 FD_DECLARE_INT8_LEAVES(avx512)
 #undef FD_DECLARE_INT8_LEAVES
 
+namespace avx512 {
+void store_tile_rows(const int32_t* tile, int64_t mr, int64_t row0, int64_t col0, int64_t ncols, const Int8Epilogue& e);
+}
+namespace amx {
+bool available();  // CPU has AMX-INT8 and the OS granted this process the tile state
+void gemm_panel(const uint8_t*, int64_t, int64_t, const int8_t*, int64_t, int64_t, int64_t, int64_t,
+                const Int8Epilogue&);
+}
+bool int8_amx_enabled();  // AMX allowed (default; tests switch it off to reach the VNNI kernel)
+
 inline bool cpu_has_vnni() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
@@ -63,11 +76,14 @@ inline bool cpu_has_vnni() {
 #endif
 }
 
-// The avx512 level uses VNNI (vpdpbusd); an AVX-512 CPU without it runs the avx2 leaves.
+// The avx512 level runs AMX tiles where available, else VNNI (vpdpbusd); an AVX-512 CPU without VNNI runs the avx2
+// leaves.
 inline Int8Leaves int8_leaves() {
   static const bool vnni = cpu_has_vnni();
   switch (simd_level()) {
-    case Simd::Avx512: return vnni ? avx512::int8_leaves() : avx2::int8_leaves();
+    case Simd::Avx512:
+      if (int8_amx_enabled() && amx::available()) return {amx::gemm_panel, avx512::quantize_rows};
+      return vnni ? avx512::int8_leaves() : avx2::int8_leaves();
     case Simd::Avx2: return avx2::int8_leaves();
     default: return scalar::int8_leaves();
   }

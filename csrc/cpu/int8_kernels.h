@@ -40,6 +40,11 @@ static inline void store_tile(const int32_t* tile, int64_t mr, int64_t row0, int
   }
 }
 
+void store_tile_rows(const int32_t* tile, int64_t mr, int64_t row0, int64_t col0, int64_t ncols,
+                     const Int8Epilogue& e) {
+  store_tile(tile, mr, row0, col0, ncols, e);
+}
+
 static inline int32_t load4(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);

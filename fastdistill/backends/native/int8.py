@@ -23,7 +23,7 @@ INT_MM_MIN_ROWS = 64
 def packed_sizes(k: int, n: int) -> Tuple[int, int]:
     """Sizes of the packed weight (bytes) and of its compensation vector (int32) for a K x N matrix."""
     panels = (n + PANEL - 1) // PANEL
-    return panels * ((k + 3) // 4) * PANEL * 4, panels * PANEL
+    return panels * ((k + 63) // 64 * 16) * PANEL * 4, panels * PANEL
 
 
 def pack(b: Tensor) -> Tuple[Tensor, Tensor]:
