@@ -110,8 +110,8 @@ def test_digits_mlp_accuracy():
 
     data = demo.load_digits_split(0)
     torch.manual_seed(0)
-    model = demo.mlp(256)
-    demo.train(model, data, epochs=15)
+    model = demo.mlp(128)
+    demo.train(model, data, epochs=8)
     x_te, y_te = data[2], data[3]
     fp32 = demo.accuracy(model, x_te, y_te)
     ours = demo.accuracy(fd.compress.quantize(model), x_te, y_te)
