@@ -113,7 +113,7 @@ void int8_gemm(const py::array& a, const py::array& packed, const py::array& com
   const auto* pk = static_cast<const int8_t*>(packed.data());
   const Int8Epilogue e{static_cast<const int32_t*>(comp.data()), static_cast<int32_t*>(const_cast<void*>(out.data())),
                        nullptr, n, nullptr, nullptr, nullptr};
-  const Int8Leaves leaf = int8_leaves();
+  const Int8Leaves leaf = int8_leaves(m);
   nthreads = clamp_threads(nthreads);
   py::gil_scoped_release nogil;
   if (m == 0 || n == 0) return;
@@ -156,7 +156,7 @@ void int8_linear(const py::array& x, const py::array& packed, const py::array& c
   require_shape(out, "out", {m, n});
   const void* xp = x.data();
   const auto* pk = static_cast<const int8_t*>(packed.data());
-  const Int8Leaves leaf = int8_leaves();
+  const Int8Leaves leaf = int8_leaves(m);
   nthreads = clamp_threads(nthreads);
   py::gil_scoped_release nogil;
   if (m == 0 || n == 0) return;
@@ -191,7 +191,7 @@ void int8_quantize_rows(const py::array& x, const py::array& q, const py::array&
   const void* xp = x.data();
   auto* qp = static_cast<int8_t*>(const_cast<void*>(q.data()));
   auto* sp = static_cast<float*>(const_cast<void*>(scales.data()));
-  const Int8Leaves leaf = int8_leaves();
+  const Int8Leaves leaf = int8_leaves(0);  // quantize_rows only: the same leaf at every row count
   py::gil_scoped_release nogil;
   const int64_t esz = dt == DType::F32 ? 4 : 2;
 #pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
@@ -237,8 +237,9 @@ bool int8_amx_enabled() { return g_amx.load(std::memory_order_relaxed); }
 void bind_int8(py::module_& m) {
   m.def("int8_set_amx", [](bool on) { g_amx.store(on, std::memory_order_relaxed); }, py::arg("enabled"),
         "Allow (default) or forbid the AMX int8 kernel at the avx512 level; for tests and benchmarks.");
-  m.def("int8_amx_in_use", [] { return simd_level() == Simd::Avx512 && int8_amx_enabled() && amx::available(); },
-        "Whether the int8 GEMM runs on AMX tiles now.");
+  m.def("int8_amx_in_use", [](int64_t m) {
+          return m >= kAmxMinRows && simd_level() == Simd::Avx512 && int8_amx_enabled() && amx::available(); },
+        py::arg("m") = kAmxMinRows, "Whether an int8 GEMM of m rows runs on AMX tiles now.");
   m.attr("INT8_PANEL") = kPanel;
   m.def("int8_pack", &int8_pack, py::arg("b"), py::arg("packed"), py::arg("comp"), py::arg("nthreads") = 1,
         "Packs b (K x N int8, any strides) into the GEMM's panel layout (size n_panels * k_groups * 256) and the "

@@ -1,7 +1,7 @@
 """int8 GEMM and dynamic-quantization linear layer backed by ``fastdistill._C`` (see csrc/cpu/int8*.cpp).
 
 ``int8_linear`` runs its own kernel (quantization, GEMM and dequantization epilogue in one call), except when that
-kernel is VNNI (no AMX) and the batch has ``INT_MM_MIN_ROWS`` rows or more: then the same quantization and epilogue
+kernel is VNNI (no AMX, or fewer rows than AMX pays for) and the batch has ``INT_MM_MIN_ROWS`` rows or more: then the same quantization and epilogue
 run around ``torch._int_mm`` (oneDNN, which uses AMX where the OS lets it). Measured on a 2-core Xeon with AMX,
 weights 1024x1024 and 4096x1024: our AMX kernel with its fused epilogue beats the ``_int_mm`` route at every M from
 1 to 1024 (e.g. 0.27 vs 0.39 ms at M=16, 1.1 vs 1.3 ms at M=128 for 4096x1024); with AMX switched off our VNNI
@@ -72,7 +72,7 @@ def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: 
     out = torch.empty(m, n, dtype=torch.float32)
     bias_np = None if bias is None else bias.detach().numpy()
     nthreads = torch.get_num_threads()
-    if m >= INT_MM_MIN_ROWS and codes.shape[1] > 0 and not _C.int8_amx_in_use():
+    if m >= INT_MM_MIN_ROWS and codes.shape[1] > 0 and not _C.int8_amx_in_use(m):
         q = torch.empty(x.shape, dtype=torch.int8)
         scale = torch.empty(m, dtype=torch.float32)
         _C.int8_quantize_rows(float_array(x), q.numpy(), scale.numpy(), nthreads)
