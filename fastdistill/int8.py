@@ -62,7 +62,8 @@ class PackedInt8Weight:
         return f"PackedInt8Weight(K={k}, N={n}, scales={'per-channel' if self.scale is not None else 'none'})"
 
 
-def prepack_int8_weight(b: ArrayLike, scale: Optional[ArrayLike] = None, *, transposed: bool = False) -> PackedInt8Weight:
+def prepack_int8_weight(b: ArrayLike, scale: Optional[ArrayLike] = None, *,
+                        transposed: bool = False) -> PackedInt8Weight:
     """Packs an int8 matrix B (K x N; or N x K with ``transposed=True``, e.g. int8 codes of an ``nn.Linear`` weight)
     once for repeated :func:`int8_mm` / :func:`int8_linear` calls. ``scale``: N fp32 per-column scales (needed by
     :func:`int8_linear`).

@@ -187,7 +187,8 @@ static void quantize_row(const void* x, int64_t k, uint8_t* ua, int8_t* sa, floa
   const __m512i shift = _mm512_set1_epi32(ua ? 128 : 0);
   for (int64_t i = 0; i < k; i += 16) {
     const __mmask16 m = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
-    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(load16<D>(x, i, m), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(load16<D>(x, i, m), vs),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
     const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(q), shift));
     _mm_mask_storeu_epi8(ua ? static_cast<void*>(ua + i) : static_cast<void*>(sa + i), m, bytes);

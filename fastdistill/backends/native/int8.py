@@ -1,10 +1,10 @@
 """int8 GEMM and dynamic-quantization linear layer backed by ``fastdistill._C`` (see csrc/cpu/int8*.cpp).
 
-``int8_linear`` runs its own kernel (quantization, GEMM and dequantization epilogue in one call), except when that
-kernel is VNNI (no AMX, or fewer rows than AMX pays for) and the batch has ``INT_MM_MIN_ROWS`` rows or more: then the same quantization and epilogue
-run around ``torch._int_mm`` (oneDNN, which uses AMX where the OS lets it). Measured on a 2-core Xeon with AMX,
-weights 1024x1024 and 4096x1024: our AMX kernel with its fused epilogue beats the ``_int_mm`` route at every M from
-1 to 1024 (e.g. 0.27 vs 0.39 ms at M=16, 1.1 vs 1.3 ms at M=128 for 4096x1024); with AMX switched off our VNNI
+``int8_linear`` runs its own kernel (quantization, GEMM and dequantization epilogue in one call), except when the
+batch has ``INT_MM_MIN_ROWS`` rows or more and our kernel would be VNNI (no AMX): then the same quantization and
+epilogue run around ``torch._int_mm`` (oneDNN, which uses AMX where the OS lets it). Measured on a 2-core Xeon with
+AMX, weights 1024x1024 and 4096x1024: our AMX kernel with its fused epilogue beats the ``_int_mm`` route at every M
+from 1 to 1024 (e.g. 0.27 vs 0.39 ms at M=16, 1.1 vs 1.3 ms at M=128 for 4096x1024); with AMX switched off our VNNI
 kernel wins below 64 rows and ``_int_mm`` (on AMX) from 128 rows on.
 """
 from __future__ import annotations
@@ -58,7 +58,8 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
-@register_kernel("int8_mm_packed", "native", supports=lambda a, codes, packed, comp: _packed_reason(codes, packed, comp))
+@register_kernel("int8_mm_packed", "native",
+                 supports=lambda a, codes, packed, comp: _packed_reason(codes, packed, comp))
 def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
     out = torch.empty(a.shape[0], codes.shape[0], dtype=torch.int32)
     _C.int8_gemm(a.numpy(), packed.numpy(), comp.numpy(), codes.shape[0], out.numpy(), torch.get_num_threads())
