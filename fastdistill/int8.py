@@ -8,9 +8,9 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -169,7 +169,7 @@ def int8_linear(x: ArrayLike, qweight: PackedInt8Weight, bias: Optional[ArrayLik
             tb = tb.to(device=t.device, dtype=torch.float32).contiguous()
         if tb.shape != (n,):
             raise ValueError(f"bias: expected shape ({n},), got {tuple(tb.shape)}")
-    x2 = t.detach().reshape(int(np.prod(t.shape[:-1])), k)
+    x2 = t.detach().reshape(math.prod(t.shape[:-1]), k)
     if x2.dtype not in (torch.float32, torch.bfloat16):
         x2 = x2.float()
     out = _call("int8_linear", x2.contiguous(), qweight.codes, qweight.scale, qweight.packed, qweight.comp, tb)
