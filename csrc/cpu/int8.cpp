@@ -80,19 +80,34 @@ void int8_pack(const py::array& b, const py::array& packed, const py::array& com
   for (int64_t p = 0; p < panels; ++p) {
     int8_t* pp = dst + p * kg * kGroupBytes;
     const int64_t c0 = p * kPanel, nc = std::min(kPanel, n - c0);
-    int64_t sum[kPanel] = {};
-    // Row by row: reads a contiguous K x N matrix along its rows (sn = 1).
-    for (int64_t g = 0; g < kg; ++g)
+    uint32_t sum[kPanel] = {};  // column sums modulo 2^32: all the compensation needs
+    // Row by row: reads a contiguous K x N matrix along its rows (sn = 1). Whole groups of 4 rows of a row-major
+    // matrix interleave in one branch-free loop.
+    for (int64_t g = 0; g < kg; ++g) {
+      if (sn == 1 && 4 * g + 3 < k && nc == kPanel) {
+        const int8_t* r0 = src + 4 * g * sk + c0;
+        const int8_t *r1 = r0 + sk, *r2 = r1 + sk, *r3 = r2 + sk;
+        int8_t* q = pp + g * kGroupBytes;
+        for (int64_t j = 0; j < kPanel; ++j) {
+          q[4 * j] = r0[j];
+          q[4 * j + 1] = r1[j];
+          q[4 * j + 2] = r2[j];
+          q[4 * j + 3] = r3[j];
+          sum[j] += static_cast<uint32_t>(r0[j] + r1[j] + r2[j] + r3[j]);
+        }
+        continue;
+      }
       for (int64_t t = 0; t < 4; ++t) {
         const int64_t row = 4 * g + t;
         int8_t* q = pp + g * kGroupBytes + t;
         for (int64_t j = 0; j < kPanel; ++j) {
           const int8_t v = (row < k && j < nc) ? src[row * sk + (c0 + j) * sn] : 0;
           q[4 * j] = v;
-          sum[j] += v;
+          sum[j] += static_cast<uint32_t>(v);
         }
       }
-    for (int64_t j = 0; j < kPanel; ++j) cp[c0 + j] = static_cast<int32_t>(static_cast<uint32_t>(sum[j]) * 128u);
+    }
+    for (int64_t j = 0; j < kPanel; ++j) cp[c0 + j] = static_cast<int32_t>(sum[j] * 128u);
   }
 }
 
