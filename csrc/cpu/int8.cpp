@@ -54,7 +54,8 @@ void run_gemm(const Int8Leaves& leaf, const uint8_t* ua, int64_t lda, int64_t m,
               int64_t kgroups, int64_t n, const Int8Epilogue& e, int nthreads) {
   const int64_t panels = n_panels(n);
   const int64_t tasks = (m + kRowBlock - 1) / kRowBlock * panels;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+  // Dynamic: a thread that starts late (woken late on a busy machine) takes fewer panels instead of stalling all.
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t r0 = t / panels * kRowBlock, p = t % panels;
     leaf.gemm_panel(ua + r0 * lda, lda, std::min(kRowBlock, m - r0), packed + p * kgroups * kGroupBytes, kgroups,
