@@ -169,8 +169,15 @@ def int8_linear(x: ArrayLike, qweight: PackedInt8Weight, bias: Optional[ArrayLik
             tb = tb.to(device=t.device, dtype=torch.float32).contiguous()
         if tb.shape != (n,):
             raise ValueError(f"bias: expected shape ({n},), got {tuple(tb.shape)}")
-    x2 = t.detach().reshape(math.prod(t.shape[:-1]), k)
+    return like_input(linear_checked(t, qweight, tb), x)
+
+
+def linear_checked(x: Tensor, qweight: PackedInt8Weight, bias: Optional[Tensor]) -> Tensor:
+    """:func:`int8_linear` on arguments already checked (x float with K last; bias fp32, contiguous, on x's device):
+    the per-call path of :class:`fastdistill.nn.Int8Linear`."""
+    n = qweight.codes.shape[0]
+    x2 = x.detach().reshape(math.prod(x.shape[:-1]), x.shape[-1])
     if x2.dtype not in (torch.float32, torch.bfloat16):
         x2 = x2.float()
-    out = _call("int8_linear", x2.contiguous(), qweight.codes, qweight.scale, qweight.packed, qweight.comp, tb)
-    return like_input(out.reshape(*t.shape[:-1], n), x)
+    out = _call("int8_linear", x2.contiguous(), qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
+    return out.reshape(*x.shape[:-1], n)

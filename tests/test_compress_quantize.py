@@ -67,6 +67,10 @@ def test_granularity_tensor_and_errors():
         Int8Linear.from_float(nn.Conv1d(1, 1, 1))
     with pytest.raises(ValueError, match="outlier_channels"):
         Int8Linear.from_float(lin, outlier_channels=[8])
+    with pytest.raises(ValueError, match="x:"):
+        q(torch.randn(2, 7))
+    with pytest.raises(TypeError, match="x:"):
+        q(torch.ones(2, 8, dtype=torch.int32))
 
 
 def test_quantize_filters_and_copy():
@@ -127,8 +131,8 @@ def test_transformer_encoder(gen, monkeypatch):
     assert isinstance(q.linear1, Int8Linear) and isinstance(q.self_attn.out_proj, nn.Linear)
     x = torch.randn(2, 10, 64, generator=gen)
     calls = []
-    real = fd.nn.int8.int8_linear
-    monkeypatch.setattr(fd.nn.int8, "int8_linear", lambda *a: calls.append(1) or real(*a))
+    real = fd.nn.int8.linear_checked
+    monkeypatch.setattr(fd.nn.int8, "linear_checked", lambda *a: calls.append(1) or real(*a))
     with torch.no_grad():
         assert rel_err(q(x), layer(x)) < 0.02
     assert calls  # ran the int8 layers, not the fused fp32 fast path on their dequantized .weight

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..int8 import PackedInt8Weight, int8_linear, prepack_int8_weight, quantize_weight_per_channel
+from .._convert import check_float
+from ..int8 import PackedInt8Weight, linear_checked, prepack_int8_weight, quantize_weight_per_channel
 
 GRANULARITIES = ("channel", "tensor")
 
@@ -93,12 +94,17 @@ class Int8Linear(nn.Module):
         return w
 
     def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        check_float(x)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected last dimension {self.in_features} (in features), got shape {tuple(x.shape)}")
         if self.outlier_channels.numel():
             xo = x.index_select(-1, self.outlier_channels).float()
-            y = int8_linear(x.index_fill(-1, self.outlier_channels, 0), self.packed, self.bias)
+            y = linear_checked(x.index_fill(-1, self.outlier_channels, 0), self.packed, self.bias)
             y = y.add_(xo @ self.outlier_weight.t())
         else:
-            y = int8_linear(x, self.packed, self.bias)
+            y = linear_checked(x, self.packed, self.bias)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     def _apply(self, fn, recurse=True):
