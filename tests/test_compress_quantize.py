@@ -136,3 +136,10 @@ def test_transformer_encoder(gen, monkeypatch):
     with torch.no_grad():
         assert rel_err(q(x), layer(x)) < 0.02
     assert calls  # ran the int8 layers, not the fused fp32 fast path on their dequantized .weight
+
+
+def test_torch_compile_fullgraph(gen):
+    q = Int8Linear.from_float(nn.Linear(64, 32))
+    x = torch.randn(5, 64, generator=gen)
+    with torch.no_grad():
+        assert torch.equal(torch.compile(q, fullgraph=True)(x), q(x))

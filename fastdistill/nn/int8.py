@@ -69,20 +69,26 @@ class Int8Linear(nn.Module):
             codes, scale = codes.reshape(w.shape), scale.expand(w.shape[0]).contiguous()
         else:
             codes, scale = quantize_weight_per_channel(quantized)
-        mod.to(w.device)
+        if w.device.type != "cpu":
+            mod.to(w.device)
         mod.weight_int8.copy_(codes)
         mod.weight_scale.copy_(scale)
         if linear.bias is not None:
             mod.bias.copy_(linear.bias.detach().float())
         mod.outlier_channels.copy_(idx)
         mod.outlier_weight.copy_(w[:, idx])
+        mod._repack()
         return mod
+
+    def _repack(self) -> None:
+        # Eagerly, outside forward: torch.compile then traces forward without the packing (or its backend probe).
+        self._packed = prepack_int8_weight(self.weight_int8, self.weight_scale, transposed=True)
 
     @property
     def packed(self) -> PackedInt8Weight:
-        """The weight prepacked for the kernels (built on first use after conversion, load or device move)."""
+        """The weight prepacked for the kernels (rebuilt on conversion, load and device moves)."""
         if self._packed is None:
-            self._packed = prepack_int8_weight(self.weight_int8, self.weight_scale, transposed=True)
+            self._repack()
         return self._packed
 
     @property
@@ -108,8 +114,9 @@ class Int8Linear(nn.Module):
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     def _apply(self, fn, recurse=True):
-        self._packed = None
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        self._repack()
+        return out
 
     def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, local_metadata, strict: bool,
                               missing_keys: List[str], unexpected_keys: List[str], error_msgs: List[str]) -> None:
@@ -120,7 +127,7 @@ class Int8Linear(nn.Module):
                 setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        self._packed = None
+        self._repack()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
