@@ -20,6 +20,13 @@ namespace {
 constexpr int64_t kRowBlock = 96;
 static_assert(kRowBlock % 32 == 0, "row blocks hold whole AMX tiles");
 
+// Below this many elements A's conversion or quantization runs on the calling thread (well under the GEMM's time):
+// each extra parallel region is one more fork/join, and on a busy machine a join waits out a descheduled thread.
+// Measured on the shared 2-core box, median int8_linear at M <= 16: 15 ms with two regions, 7 ms (the peer's) with one.
+constexpr int64_t kParallelRowsMinElems = 1 << 18;
+
+int row_threads(int64_t m, int64_t k, int nthreads) { return m * k >= kParallelRowsMinElems ? nthreads : 1; }
+
 std::string shape_str(const py::array& a) {
   std::string s = "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
@@ -135,7 +142,7 @@ void int8_gemm(const py::array& a, const py::array& packed, const py::array& com
   if (m == 0 || n == 0) return;
   const int64_t lda = 4 * kg;
   std::vector<uint8_t> ua(static_cast<size_t>(padded_rows(m) * lda));  // zero rows past m
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(row_threads(m, k, nthreads)) schedule(static)
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t i = 0; i < k; ++i) ua[r * lda + i] = src[r * k + i] ^ 0x80;  // a + 128 as an unsigned byte
     std::memset(ua.data() + r * lda + k, 0, static_cast<size_t>(lda - k));
@@ -179,7 +186,7 @@ void int8_linear(const py::array& x, const py::array& packed, const py::array& c
   const int64_t lda = 4 * kg, esz = dt == DType::F32 ? 4 : 2;
   std::vector<uint8_t> ua(static_cast<size_t>(padded_rows(m) * lda));  // zero rows past m
   std::vector<float> rs(static_cast<size_t>(m));
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(row_threads(m, k, nthreads)) schedule(static)
   for (int64_t r = 0; r < m; ++r)
     leaf.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, ua.data() + r * lda, lda, nullptr,
                        rs.data() + r);
@@ -210,7 +217,7 @@ void int8_quantize_rows(const py::array& x, const py::array& q, const py::array&
   const Int8Leaves leaf = int8_leaves(0);  // quantize_rows only: the same leaf at every row count
   py::gil_scoped_release nogil;
   const int64_t esz = dt == DType::F32 ? 4 : 2;
-#pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
+#pragma omp parallel for num_threads(row_threads(m, k, clamp_threads(nthreads))) schedule(static)
   for (int64_t r = 0; r < m; ++r)
     leaf.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, nullptr, 0, qp + r * k, sp + r);
 }
