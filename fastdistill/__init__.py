@@ -10,6 +10,7 @@ from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
 from . import compress, nn
 from .kd import kd_loss
+from .int8 import PackedInt8Weight, int8_linear, int8_mm, prepack_int8_weight
 from .pruning import (
     channel_mask,
     global_magnitude_masks,
@@ -25,7 +26,6 @@ from .compress.io import load, model_size, save
 
 __all__ = [
     "BackendError",
-    "QuantizedTensor",
     "channel_mask",
     "compress",
     "dequantize",
@@ -33,6 +33,8 @@ __all__ = [
     "get_backend",
     "global_magnitude_masks",
     "info",
+    "int8_linear",
+    "int8_mm",
     "kd_loss",
     "load",
     "magnitude_mask",
@@ -40,13 +42,16 @@ __all__ = [
     "model_size",
     "nm_mask",
     "nn",
+    "PackedInt8Weight",
+    "prepack_int8_weight",
     "prune_",
     "quantize",
+    "QuantizedTensor",
     "random_mask",
     "save",
     "set_backend",
     "sparse_linear",
-    "spmm",
     "SparseWeight",
+    "spmm",
     "use_backend",
 ]

@@ -271,3 +271,42 @@ def _sparse_linear_backward(ctx, grad: Tensor):
 
 
 sparse_linear.register_autograd(_sparse_linear_backward, setup_context=_sparse_linear_setup)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# int8 matrix multiply and dynamic-quantization linear layer
+# --------------------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastdistill::int8_mm", mutates_args=())
+def int8_mm(a: Tensor, b: Tensor) -> Tensor:
+    """int8 (M x K) @ int8 (K x N) -> int32 (M x N), exact (int32 sums wrap modulo 2^32)."""
+    return dispatch("int8_mm", a.contiguous(), b.contiguous())
+
+
+@int8_mm.register_fake
+def _(a: Tensor, b: Tensor) -> Tensor:
+    return a.new_empty((a.shape[0], b.shape[1]), dtype=torch.int32)
+
+
+@torch.library.custom_op("fastdistill::int8_mm_packed", mutates_args=())
+def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
+    """int8 ``a`` (M x K) @ ``codes.T`` -> int32 (M x N); ``packed``/``comp``: codes in the native kernel's layout."""
+    return dispatch("int8_mm_packed", a.contiguous(), codes, packed, comp)
+
+
+@int8_mm_packed.register_fake
+def _(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
+    return a.new_empty((a.shape[0], codes.shape[0]), dtype=torch.int32)
+
+
+@torch.library.custom_op("fastdistill::int8_linear", mutates_args=())
+def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
+                bias: Optional[Tensor]) -> Tensor:
+    """fp32 (M x N): ``x`` (M x K fp32/bf16) quantized per row, times int8 ``codes.T``, dequantized, + bias."""
+    return dispatch("int8_linear", x.contiguous(), codes, wscale, packed, comp, bias)
+
+
+@int8_linear.register_fake
+def _(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)

@@ -43,6 +43,7 @@ row: reduce, scale, round, clamp, pack); the Numba backend mirrors them; every o
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Dict, Optional, Tuple
 
@@ -87,12 +88,11 @@ class QuantizedTensor:
     @property
     def row_length(self) -> int:
         """Elements per row (per scale)."""
-        n = int(np.prod(self.shape, dtype=np.int64))
         if self.granularity == "group":
             return self.group_size
         if self.granularity == "channel":
-            return n // self.shape[self.axis] if self.shape[self.axis] else 0
-        return n
+            return math.prod(self.shape[:self.axis] + self.shape[self.axis + 1:])
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -161,7 +161,8 @@ class QuantizedTensor:
 def _rows(t: torch.Tensor, granularity: str, axis: int, group_size: int) -> torch.Tensor:
     if granularity == "tensor":
         return t.reshape(1, -1)
-    moved = t.movedim(axis, 0).reshape(t.shape[axis], -1)
+    length = math.prod(t.shape[:axis] + t.shape[axis + 1:])  # not -1: ambiguous when the axis has length 0
+    moved = t.movedim(axis, 0).reshape(t.shape[axis], length)
     return moved if granularity == "channel" else moved.reshape(-1, group_size)
 
 

@@ -3,3 +3,4 @@ from . import prune  # noqa: F401
 from . import quant  # noqa: F401
 from . import kd  # noqa: F401
 from . import sparse  # noqa: F401
+from . import int8  # noqa: F401

@@ -1,0 +1,184 @@
+"""int8 matrix multiply and the dynamic-quantization linear layer (int8 weights, int8 activations, fp32 output).
+
+* :func:`int8_mm` - int8 x int8 -> int32, exact (sums wrap modulo 2^32, so exact whenever the product fits in
+  int32: always for K <= 131072).
+* :func:`prepack_int8_weight` - int8 codes (with optional scales), or the :class:`~fastdistill.QuantizedTensor` of a
+  Linear weight, packed once into the native kernel's layout.
+* :func:`int8_linear` - activations quantized per row (per token) on the fly, int8 GEMM, dequantized (+ bias) to fp32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _ops
+from ._convert import ArrayLike, check_float, like_input, to_tensor
+from ._dispatch import backend_unavailable_reason, dispatch
+from .quantization import QuantizedTensor
+
+
+class PackedInt8Weight:
+    """An int8 matrix B (K x N) prepacked for :func:`int8_mm` / :func:`int8_linear`; see :func:`prepack_int8_weight`.
+
+    ``codes`` is B transposed (N x K, contiguous: the layout of a ``nn.Linear`` weight); ``scale`` the per-column
+    (per-output-channel) fp32 scales or None; ``packed``/``comp`` the native kernel's panels and shift compensation
+    (empty where the native backend is not built; the other backends read ``codes``).
+    """
+
+    __slots__ = ("codes", "scale", "packed", "comp")
+
+    def __init__(self, codes: Tensor, scale: Optional[Tensor], packed: Tensor, comp: Tensor):
+        self.codes, self.scale, self.packed, self.comp = codes, scale, packed, comp
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """(K, N) of B."""
+        return self.codes.shape[1], self.codes.shape[0]
+
+    def __repr__(self) -> str:
+        k, n = self.shape
+        return f"PackedInt8Weight(K={k}, N={n}, scales={'per-channel' if self.scale is not None else 'none'})"
+
+
+def _linear_weight_codes(q: QuantizedTensor) -> Tuple[Tensor, Tensor]:
+    """(codes N x K, scale N) of the QuantizedTensor of an (N x K) weight with one scale per output channel."""
+    if q.bits != 8 or q.scheme != "symmetric" or len(q.shape) != 2:
+        raise ValueError(f"b: expected an 8-bit symmetric QuantizedTensor of a 2-D weight, got bits={q.bits}, "
+                         f"scheme={q.scheme!r}, shape={q.shape}")
+    n = q.shape[0]
+    if q.granularity == "tensor":
+        return q.codes.reshape(q.shape), q.scale.expand(n).contiguous()
+    if q.granularity == "channel" and q.axis == 0:
+        return q.codes, q.scale
+    raise ValueError(f"b: expected granularity 'channel' with axis=0 or 'tensor' (one scale per output channel), "
+                     f"got granularity={q.granularity!r}, axis={q.axis}")
+
+
+def prepack_int8_weight(b: "ArrayLike | QuantizedTensor", scale: Optional[ArrayLike] = None, *,
+                        transposed: bool = False) -> PackedInt8Weight:
+    """Packs an int8 matrix B (K x N; or N x K with ``transposed=True``, e.g. int8 codes of an ``nn.Linear`` weight)
+    once for repeated :func:`int8_mm` / :func:`int8_linear` calls. ``scale``: N fp32 per-column scales (needed by
+    :func:`int8_linear`). ``b`` may instead be the :class:`~fastdistill.QuantizedTensor` of an (N x K) Linear weight
+    (8-bit symmetric, ``granularity="channel"`` with ``axis=0``, or ``"tensor"``): its codes and scales are used.
+
+    Example::
+
+        >>> q = fastdistill.quantize(torch.randn(64, 32), 8, granularity="channel")
+        >>> w = prepack_int8_weight(q)
+        >>> int8_linear(torch.randn(5, 32), w).shape
+        torch.Size([5, 64])
+    """
+    if isinstance(b, QuantizedTensor):
+        if scale is not None:
+            raise ValueError("scale: must be None when b is a QuantizedTensor (its scales are used)")
+        b, scale = _linear_weight_codes(b)
+        transposed = True
+    t = to_tensor(b, "b")
+    if t.dtype != torch.int8:
+        raise TypeError(f"b: expected an int8 tensor, got {t.dtype}")
+    if t.dim() != 2:
+        raise ValueError(f"b: expected a 2-D matrix, got shape {tuple(t.shape)}")
+    codes = (t if transposed else t.t()).detach().contiguous()
+    s = None
+    if scale is not None:
+        s = to_tensor(scale, "scale").detach().to(device=codes.device, dtype=torch.float32).contiguous()
+        if s.shape != (codes.shape[0],):
+            raise ValueError(f"scale: expected shape ({codes.shape[0]},) (one per column of B), got {tuple(s.shape)}")
+    packed = comp = codes.new_empty(0)
+    if codes.device.type == "cpu" and backend_unavailable_reason("native") is None:
+        from .backends.native.int8 import pack
+
+        packed, comp = pack(codes.t())
+    return PackedInt8Weight(codes, s, packed, comp.to(torch.int32))
+
+
+def _call(op: str, *args: object) -> Tensor:
+    """Runs the custom op ``op`` (``_ops``) on contiguous inputs. Eager calls go straight to its dispatch: the custom
+    op's own dispatcher round trip costs about 30 us, twice the whole M = 1 linear kernel. Under torch.compile the
+    custom op is called, so the graph holds it."""
+    if torch.compiler.is_compiling():
+        return getattr(_ops, op)(*args)
+    return dispatch(op, *args)
+
+
+def _check_int8_matrix(t: Tensor, name: str) -> None:
+    if t.dtype != torch.int8:
+        raise TypeError(f"{name}: expected an int8 tensor, got {t.dtype}")
+    if t.dim() != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix, got shape {tuple(t.shape)}")
+
+
+def int8_mm(a: ArrayLike, b: "ArrayLike | PackedInt8Weight") -> ArrayLike:
+    """Exact int8 matrix product: ``a`` (M x K int8) @ ``b`` (K x N int8, or a :class:`PackedInt8Weight`) -> int32.
+
+    Example::
+
+        >>> a = torch.tensor([[1, -2, 3]], dtype=torch.int8)
+        >>> b = torch.tensor([[127], [127], [-128]], dtype=torch.int8)
+        >>> fastdistill.int8_mm(a, b)
+        tensor([[-511]], dtype=torch.int32)
+    """
+    ta = to_tensor(a, "a")
+    _check_int8_matrix(ta, "a")
+    if isinstance(b, PackedInt8Weight):
+        if b.shape[0] != ta.shape[1]:
+            raise ValueError(f"b: expected {ta.shape[1]} rows (a has {ta.shape[1]} columns), got {b.shape[0]}")
+        if b.codes.device != ta.device:
+            raise ValueError(f"b: on {b.codes.device}, a on {ta.device}")
+        return like_input(_call("int8_mm_packed", ta.detach().contiguous(), b.codes, b.packed, b.comp), a)
+    tb = to_tensor(b, "b")
+    _check_int8_matrix(tb, "b")
+    if tb.shape[0] != ta.shape[1]:
+        raise ValueError(f"b: expected {ta.shape[1]} rows (a has {ta.shape[1]} columns), got shape {tuple(tb.shape)}")
+    if tb.device != ta.device:
+        raise ValueError(f"b: on {tb.device}, a on {ta.device}")
+    return like_input(_call("int8_mm", ta.detach().contiguous(), tb.detach().contiguous()), a)
+
+
+def int8_linear(x: ArrayLike, qweight: PackedInt8Weight, bias: Optional[ArrayLike] = None) -> ArrayLike:
+    """``y = x @ W.T + bias`` with W int8 per output channel and x quantized to int8 per row (per token) on the fly.
+
+    ``x``: (..., K) float (fp32 or bf16 natively; fp16/fp64 are computed in fp32); ``qweight``: a
+    :class:`PackedInt8Weight` with scales (see :func:`prepack_int8_weight`); ``bias``: N floats or None. Returns fp32
+    (..., N). Each row of x uses ``scale = absmax / 127``; the output is
+    ``float(q_x @ codes.T) * x_scale * w_scale + bias``.
+
+    Example::
+
+        >>> lin = torch.nn.Linear(32, 64)
+        >>> w = prepack_int8_weight(fastdistill.quantize(lin.weight, 8, granularity="channel"))
+        >>> y = fastdistill.int8_linear(torch.randn(8, 32), w, lin.bias)
+    """
+    t = to_tensor(x, "x")
+    check_float(t)
+    if not isinstance(qweight, PackedInt8Weight):
+        raise TypeError(f"qweight: expected a PackedInt8Weight (see prepack_int8_weight), got {type(qweight).__name__}")
+    if qweight.scale is None:
+        raise ValueError("qweight: has no per-channel scales (pass scale= to prepack_int8_weight)")
+    k, n = qweight.shape
+    if t.dim() == 0 or t.shape[-1] != k:
+        raise ValueError(f"x: expected last dimension {k} (in features), got shape {tuple(t.shape)}")
+    if qweight.codes.device != t.device:
+        raise ValueError(f"qweight: on {qweight.codes.device}, x on {t.device}")
+    tb = None
+    if bias is not None:
+        tb = to_tensor(bias, "bias").detach()
+        if tb.dtype != torch.float32 or tb.device != t.device or not tb.is_contiguous():
+            tb = tb.to(device=t.device, dtype=torch.float32).contiguous()
+        if tb.shape != (n,):
+            raise ValueError(f"bias: expected shape ({n},), got {tuple(tb.shape)}")
+    return like_input(linear_checked(t, qweight, tb), x)
+
+
+def linear_checked(x: Tensor, qweight: PackedInt8Weight, bias: Optional[Tensor]) -> Tensor:
+    """:func:`int8_linear` on arguments already checked (x float with K last; bias fp32, contiguous, on x's device):
+    the per-call path of :class:`fastdistill.nn.Int8Linear`."""
+    n = qweight.codes.shape[0]
+    x2 = x.detach().reshape(math.prod(x.shape[:-1]), x.shape[-1])
+    if x2.dtype not in (torch.float32, torch.bfloat16):
+        x2 = x2.float()
+    out = _call("int8_linear", x2.contiguous(), qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
+    return out.reshape(*x.shape[:-1], n)
