@@ -1,32 +1,19 @@
 // Fused knowledge-distillation loss (soft-target divergence + hard-target cross-entropy): per-row losses and the
 // gradient w.r.t. the student logits in the same passes (see kd_kernels.h), OpenMP over rows.
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "common.h"
+#include "huge_pages.h"
 #include "kd_isa.h"
 
 namespace fd {
 namespace {
 
 constexpr int64_t kRowsWork = 1 << 14;  // elements per scheduling block: small rows are grouped
-
-// The gradient is a fresh logits-sized buffer written once: with 4 KiB pages, faulting it in costs about as much
-// as computing it. Ask for transparent huge pages on its 2 MiB-aligned interior (what torch does for every buffer
-// under THP_MEM_ALLOC_ENABLE=1); purely advisory, ignored where THP is off.
-void advise_huge_pages(void* data, int64_t bytes) {
-#ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  if (bytes < int64_t(4 * kHuge)) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-}
 
 void require_shape(const py::array& a, int64_t rows, int64_t V, const char* argname) {
   if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != V)

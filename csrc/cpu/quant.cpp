@@ -3,7 +3,6 @@
 // (reduce -> scale -> round -> clamp -> pack, the row still in cache for the second read), OpenMP over rows. Few
 // long rows (per-tensor): rows split into byte-aligned pieces, a parallel reduce, then a parallel quantize.
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "common.h"
+#include "huge_pages.h"
 #include "quant_isa.h"
 
 namespace fd {
@@ -45,21 +45,6 @@ Pieces split_rows(int64_t rows, int64_t length, int nthreads) {
   int64_t len = std::max<int64_t>(kMinPiece, (length + want - 1) / want);
   len = (len + kPieceAlign - 1) / kPieceAlign * kPieceAlign;
   return {(length + len - 1) / len, len};
-}
-
-// A fresh multi-MiB output costs one page fault per 4 KiB on first touch (more time than writing it); asking for
-// transparent huge pages before the kernel touches it cuts that 512-fold. Advisory: errors are ignored.
-void advise_huge_pages(void* p, int64_t nbytes) {
-#ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  if (nbytes < static_cast<int64_t>(2 * kHuge)) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(nbytes)) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)nbytes;
-#endif
 }
 
 // Dynamic scheduling in ~16 grains per thread: on shared cores a statically assigned thread that gets preempted
