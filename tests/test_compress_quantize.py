@@ -29,8 +29,20 @@ def test_from_float_matches_int8_linear(gen):
     assert torch.equal(q(x), want)
     assert torch.equal(q.weight_int8, qw.codes) and torch.equal(q.weight_scale, qw.scale)
     r = repr(q)
-    assert "bits=8" in r and "(33, 70)" in r and "per-channel" in r
+    assert "bits=8" in r and "(33, 70)" in r and "33 fp32 scales" in r
     assert q(x.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dtype_conversion_keeps_fp32_scales(gen, dtype):
+    lin = nn.Linear(40, 24)
+    x = torch.randn(6, 40, generator=gen)
+    q = Int8Linear.from_float(lin, outlier_channels=torch.tensor([3]))
+    want = q(x.to(dtype))
+    q.to(dtype)
+    assert q.weight_scale.dtype == q.bias.dtype == q.outlier_weight.dtype == torch.float32
+    got = q(x.to(dtype))
+    assert got.dtype == dtype and torch.equal(got, want)
 
 
 def test_state_dict_round_trip(gen):
@@ -60,7 +72,7 @@ def test_load_repacks(gen):
 def test_granularity_tensor_and_errors():
     lin = nn.Linear(8, 4)
     q = Int8Linear.from_float(lin, granularity="tensor")
-    assert torch.all(q.weight_scale == q.weight_scale[0]) and "per-tensor" in repr(q)
+    assert torch.all(q.weight_scale == q.weight_scale[0]) and "4 fp32 scales" in repr(q)
     with pytest.raises(ValueError, match="granularity"):
         Int8Linear.from_float(lin, granularity="group")
     with pytest.raises(TypeError, match="linear"):

@@ -27,7 +27,8 @@ class Int8Linear(nn.Module):
     Buffers (what ``state_dict`` holds): ``weight_int8`` (out x in int8), ``weight_scale`` (out fp32), ``bias``
     (out fp32 or None), ``outlier_channels`` (int64 input-channel indices computed in fp32) and ``outlier_weight``
     (out x n_outliers fp32). The native kernel's prepacked layout is rebuilt from the codes on load and on ``.to()``.
-    Outputs are fp32 for fp32 inputs and cast back to the input dtype otherwise.
+    Outputs are fp32 for fp32 inputs and cast back to the input dtype otherwise; ``.half()`` / ``.to(dtype)`` keep
+    the scales, bias and outlier weights in fp32.
 
     Example::
 
@@ -39,7 +40,6 @@ class Int8Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, outliers: int = 0):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.granularity = "channel"
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.zeros(out_features))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
@@ -63,7 +63,6 @@ class Int8Linear(nn.Module):
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= linear.in_features):
             raise ValueError(f"outlier_channels: expected indices in [0, {linear.in_features}), got {idx.tolist()}")
         mod = cls(linear.in_features, linear.out_features, linear.bias is not None, outliers=idx.numel())
-        mod.granularity = granularity
         quantized = w.index_fill(1, idx, 0.0) if idx.numel() else w
         codes, scale = _linear_weight_codes(quantize(quantized, 8, granularity=granularity))
         if w.device.type != "cpu":
@@ -111,7 +110,14 @@ class Int8Linear(nn.Module):
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     def _apply(self, fn, recurse=True):
+        # .half() / .to(torch.bfloat16) move the module but keep scales, bias and outlier weights fp32 (unrounded):
+        # the kernels' epilogue computes in fp32 and forward already returns the input's dtype.
+        fp32 = {name: getattr(self, name) for name in ("weight_scale", "bias", "outlier_weight")}
         out = super()._apply(fn, recurse)
+        for name, old in fp32.items():
+            new = getattr(self, name)
+            if new is not None and new.dtype != torch.float32:
+                setattr(self, name, old.to(new.device))
         self._repack()
         return out
 
@@ -128,5 +134,5 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"bits=8, weight=int8 {tuple(self.weight_int8.shape)} per-{self.granularity}, "
+                f"bits=8, weight=int8 {tuple(self.weight_int8.shape)} with {self.weight_scale.numel()} fp32 scales, "
                 f"activations=int8 per-token (dynamic), outlier_channels={self.outlier_channels.numel()}")
