@@ -149,8 +149,38 @@ class QuantizedTensor:
     def from_state_dict(cls, state: Dict[str, Any]) -> "QuantizedTensor":
         """Inverse of :meth:`state_dict`."""
         meta = {k: state[k] for k in ("bits", "scheme", "granularity", "axis", "group_size")}
-        return cls(state["codes"], state["scale"], state["zero_point"], shape=tuple(state["shape"]),
-                   dtype=_DTYPES[state["dtype"]], **meta)
+        if state.get("dtype") not in _DTYPES:
+            raise ValueError(f"state: dtype must be one of {tuple(_DTYPES)}, got {state.get('dtype')!r}")
+        q = cls(state["codes"], state["scale"], state["zero_point"], shape=tuple(int(s) for s in state["shape"]),
+                dtype=_DTYPES[state["dtype"]], **meta)
+        q._check_consistent()
+        return q
+
+    def _check_consistent(self) -> None:
+        """ValueError unless the codes, scales and metadata fit together (a loaded state is untrusted input)."""
+        from .backends.reference.quant import code_dtype, row_bytes
+
+        _check_choice(self.bits, BITS, "bits")
+        _check_choice(self.scheme, SCHEMES, "scheme")
+        _check_choice(self.granularity, GRANULARITIES, "granularity")
+        if any(s < 0 for s in self.shape) or not (self.granularity == "tensor" or 0 <= self.axis < len(self.shape)):
+            raise ValueError(f"state: shape {tuple(self.shape)} and axis {self.axis} do not fit together")
+        if self.granularity == "tensor":
+            rows = 1
+        else:
+            channel_length = math.prod(self.shape[:self.axis] + self.shape[self.axis + 1:])
+            rows = self.shape[self.axis]
+            if self.granularity == "group":
+                if self.group_size <= 0 or channel_length % self.group_size:
+                    raise ValueError(f"state: group_size {self.group_size} does not divide the channel rows")
+                rows *= channel_length // self.group_size
+        want = ((code_dtype(self.bits, self.scheme), (rows, row_bytes(self.row_length, self.bits))),
+                (torch.float32, (rows,)), (torch.int32, (rows,)))
+        for name, (dtype, shape) in zip(("codes", "scale", "zero_point"), want):
+            t = getattr(self, name)
+            if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
+                got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"state: {name} must be {dtype} of shape {shape}, got {got}")
 
     def __repr__(self) -> str:
         return (f"QuantizedTensor(shape={tuple(self.shape)}, dtype={self.dtype}, bits={self.bits}, "

@@ -11,22 +11,24 @@ File layout (readable by ``safetensors``; nothing in it is ever executed, there 
 * the data section: raw little-endian tensor bytes.
 
 ``encodings`` maps a *logical* entry (a state-dict key, or the module name of a SparseLinear) to how it is stored
-when that is not as one plain tensor: ``{"kind": "csr" | "bitmask" | "bits", "shape": [...], "as": "dense" |
-"sparse_linear" | "sparse_weight"}``. Its component tensors are stored as ``<name>::<component>``:
+when that is not as one plain tensor: ``{"kind": "csr" | "bitmask" | "bits" | "quantized", "shape": [...], "as":
+"dense" | "sparse_linear" | "sparse_weight" | "quantized_tensor"}``. Its component tensors are stored as
+``<name>::<component>``:
 
 * ``bits`` (bool tensors such as pruning masks): ``mask``, one bit per element as below;
 * ``csr``: ``indptr`` (int64), ``indices`` (int16 = unsigned 16-bit when cols <= 65536, else int32), ``values``;
 * ``bitmask``: ``mask`` (uint8, one bit per element in row-major order, most significant bit first; the
-  ``np.packbits`` order) and ``values`` (the nonzeros in row-major order).
+  ``np.packbits`` order) and ``values`` (the nonzeros in row-major order);
+* ``quantized`` (a :class:`~fastdistill.QuantizedTensor`): ``codes``, ``scale``, ``zero_point`` as the object holds
+  them (packed 4/2/1-bit codes stay packed), its other fields in the entry's ``"meta"``.
 
-Whichever of the two is smaller is written: a bitmask costs 1 bit per element, CSR 2-4 bytes per nonzero, so the
-bitmask wins at up to about 94% sparsity. Pruned dense weights are written this way too when that saves at least
-10% (and they hold no -0.0, which would not survive), SparseLinear layers (``as: sparse_linear``) always. A new
-kind (``QuantizedTensor``'s codes and scales, say) adds an entry to ``_DECODERS`` and a branch in ``_encode``.
+Of ``csr`` and ``bitmask`` the smaller is written: a bitmask costs 1 bit per element, CSR 2-4 bytes per nonzero, so
+the bitmask wins at up to about 94% sparsity. Pruned dense weights are written this way too when that saves at least
+10% (and they hold no -0.0, which would not survive), SparseLinear layers (``as: sparse_linear``) always.
 
-``modules`` maps module names to the fastdistill module types (``"SparseLinear"``) that ``load`` must put in place
-of a plain model's layers; ``load`` also resizes ``nn.Linear`` layers whose stored shapes differ (after
-``prune_neurons``). Truncated, malformed or modified files raise ValueError.
+``modules`` maps module names to the fastdistill module types (``"SparseLinear"``, ``"Int8Linear"``) that ``load``
+must put in place of a plain model's layers; ``load`` also resizes ``nn.Linear`` layers whose stored shapes differ
+(after ``prune_neurons``). Truncated, malformed or modified files raise ValueError.
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ import torch
 from torch import nn
 
 from ..backends._csr import check_components, columns
-from ..nn import SparseLinear
+from ..nn import Int8Linear, SparseLinear
+from ..quantization import QuantizedTensor
 from ..sparse import SparseWeight
 from .prune import MASK
 
@@ -54,7 +57,8 @@ _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", tor
 _FROM_NAME = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 << 20
 _SPARSE_SAVING = 0.9  # a dense tensor is stored sparse only when that takes at most 90% of its dense bytes
-Entry = Union[torch.Tensor, SparseWeight]
+Entry = Union[torch.Tensor, SparseWeight, QuantizedTensor]
+_MODULES = (SparseLinear, Int8Linear)  # fastdistill layers that load() puts in place of a plain model's
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -116,6 +120,13 @@ def _encode(state: Mapping[str, Entry], sparse_linear: Mapping[str, int]) -> Tup
     items = [(name, value, "sparse_weight" if isinstance(value, SparseWeight) else "dense")
              for name, value in state.items()] + [(name, w, "sparse_linear") for name, w in grouped.items()]
     for name, value, as_ in items:
+        if isinstance(value, QuantizedTensor):
+            meta = value.state_dict()
+            comps = {k: meta.pop(k) for k in ("codes", "scale", "zero_point")}
+            encodings[name] = {"kind": "quantized", "shape": meta.pop("shape"), "as": "quantized_tensor",
+                               "meta": meta}
+            tensors.update({f"{name}::{comp}": t.detach().cpu() for comp, t in comps.items()})
+            continue
         if isinstance(value, SparseWeight):
             w = value.to("cpu")
             kind, comps = _sparse_parts(*w.shape, w.values, indptr=w.indptr, indices=w.indices)
@@ -130,7 +141,8 @@ def _encode(state: Mapping[str, Entry], sparse_linear: Mapping[str, int]) -> Tup
                 continue
             (kind, comps), shape = enc, list(value.shape)
         else:
-            raise TypeError(f"model: entry {name!r} is a {type(value).__name__}, expected a tensor or SparseWeight")
+            raise TypeError(f"model: entry {name!r} is a {type(value).__name__}, expected a tensor, SparseWeight "
+                            "or QuantizedTensor")
         encodings[name] = {"kind": kind, "shape": shape, "as": as_}
         tensors.update({f"{name}::{comp}": t.detach().cpu() for comp, t in comps.items()})
     return tensors, encodings
@@ -140,6 +152,9 @@ def _decode_entry(name: str, enc: Dict, tensors: Dict[str, torch.Tensor]) -> Dic
     """The state-dict entries of one stored sparse entry, validated."""
     try:
         kind, as_, shape = enc["kind"], enc["as"], [int(s) for s in enc["shape"]]
+        if kind == "quantized":
+            comps = {k: tensors.pop(f"{name}::{k}") for k in ("codes", "scale", "zero_point")}
+            return {name: QuantizedTensor.from_state_dict({**comps, **enc["meta"], "shape": shape})}
         if kind == "bits":
             bits = tensors.pop(f"{name}::mask")
             if bits.dtype != torch.uint8 or bits.numel() != math.ceil(math.prod(shape) / 8):
@@ -262,7 +277,8 @@ def _read(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor], Dict[
 def _state_of(model: Union[nn.Module, Mapping[str, Entry]]) -> Tuple[Dict[str, Entry], Dict[str, int], Dict[str, str]]:
     if isinstance(model, nn.Module):
         sl = {name: m.in_features for name, m in model.named_modules() if isinstance(m, SparseLinear)}
-        return dict(model.state_dict()), sl, {name: "SparseLinear" for name in sl}
+        modules = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, _MODULES)}
+        return dict(model.state_dict()), sl, modules
     if isinstance(model, Mapping):
         return dict(model), {}, {}
     raise TypeError(f"model: expected an nn.Module or a mapping of tensors, got {type(model).__name__}")
@@ -310,6 +326,14 @@ def _fit_module(model: nn.Module, name: str, kind: Optional[str], state: Dict[st
                          tuple(encodings[name]["shape"]))
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, SparseLinear(w, state.get(prefix + "bias")))
+    elif kind == "Int8Linear":
+        if not isinstance(module, (nn.Linear, Int8Linear)) or not name:
+            raise ValueError(f"model: layer {name!r} is a {type(module).__name__}; the file holds an Int8Linear")
+        out_features, in_features = state[prefix + "weight_int8"].shape
+        q = Int8Linear(in_features, out_features, prefix + "bias" in state,
+                       outliers=state[prefix + "outlier_channels"].numel())
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, q)
     elif kind is not None:
         raise ValueError(f"file: unknown module type {kind!r} for layer {name!r}")
     elif type(module) is nn.Linear and prefix + "weight" in state:
