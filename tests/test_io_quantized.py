@@ -84,3 +84,15 @@ def test_int8_module_mismatch_raises(tmp_path):
     fd.save(q, path)
     with pytest.raises(ValueError, match="holds an Int8Linear"):
         fd.load(path, nn.Sequential(nn.ReLU()))
+
+
+def test_pruned_integer_codes_stored_sparse(tmp_path, gen):
+    codes = torch.randint(-127, 128, (64, 100), generator=gen, dtype=torch.int8)
+    codes[torch.rand(64, 100, generator=gen) < 0.9] = 0
+    dense = torch.randint(-5, 5, (8, 8), generator=gen, dtype=torch.int32)
+    path = tmp_path / "codes.fd"
+    fd.save({"codes": codes, "dense": dense}, path)
+    back = fd.load(path)
+    assert torch.equal(back["codes"], codes) and back["codes"].dtype == torch.int8
+    assert torch.equal(back["dense"], dense)
+    assert fd.model_size({"codes": codes}) == 64 * 100 // 8 + int((codes != 0).sum())

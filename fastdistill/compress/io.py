@@ -23,8 +23,9 @@ when that is not as one plain tensor: ``{"kind": "csr" | "bitmask" | "bits" | "q
   them (packed 4/2/1-bit codes stay packed), its other fields in the entry's ``"meta"``.
 
 Of ``csr`` and ``bitmask`` the smaller is written: a bitmask costs 1 bit per element, CSR 2-4 bytes per nonzero, so
-the bitmask wins at up to about 94% sparsity. Pruned dense weights are written this way too when that saves at least
-10% (and they hold no -0.0, which would not survive), SparseLinear layers (``as: sparse_linear``) always.
+the bitmask wins at up to about 94% sparsity. Pruned dense weights (float, or integer codes such as a pruned
+Int8Linear's) are written this way too when that saves at least 10% (and they hold no -0.0, which would not
+survive), SparseLinear layers (``as: sparse_linear``) always.
 
 ``modules`` maps module names to the fastdistill module types (``"SparseLinear"``, ``"Int8Linear"``) that ``load``
 must put in place of a plain model's layers; ``load`` also resizes ``nn.Linear`` layers whose stored shapes differ
@@ -91,11 +92,11 @@ def _sparse_parts(rows: int, cols: int, values: torch.Tensor, keep: Optional[tor
 
 
 def _sparse_if_smaller(t: torch.Tensor) -> Optional[Tuple[str, Dict[str, torch.Tensor]]]:
-    if not t.is_floating_point() or t.dim() < 2 or t.numel() == 0:
+    if t.dtype == torch.bool or t.is_complex() or t.dim() < 2 or t.numel() == 0:
         return None
     flat = t.detach().reshape(t.shape[0], -1)
     keep = flat != 0
-    if bool((~keep & torch.signbit(flat)).any()):  # -0.0 would come back as +0.0
+    if t.is_floating_point() and bool((~keep & torch.signbit(flat)).any()):  # -0.0 would come back as +0.0
         return None
     nnz = int(keep.sum())
     rows, cols = flat.shape
