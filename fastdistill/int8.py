@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import _ops
 from ._convert import ArrayLike, check_float, like_input, to_tensor
-from ._dispatch import backend_unavailable_reason, dispatch
+from ._dispatch import backend_unavailable_reason, dispatch, get_backend
 from .quantization import QuantizedTensor
 
 
@@ -28,10 +28,12 @@ class PackedInt8Weight:
     (empty where the native backend is not built; the other backends read ``codes``).
     """
 
-    __slots__ = ("codes", "scale", "packed", "comp")
+    __slots__ = ("codes", "scale", "packed", "comp", "native_args")
 
     def __init__(self, codes: Tensor, scale: Optional[Tensor], packed: Tensor, comp: Tensor):
         self.codes, self.scale, self.packed, self.comp = codes, scale, packed, comp
+        # numpy views of packed / comp / scale for the eager native fast path (see linear_checked), made once
+        self.native_args: Optional[tuple] = None
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -88,11 +90,15 @@ def prepack_int8_weight(b: "ArrayLike | QuantizedTensor", scale: Optional[ArrayL
         if s.shape != (codes.shape[0],):
             raise ValueError(f"scale: expected shape ({codes.shape[0]},) (one per column of B), got {tuple(s.shape)}")
     packed = comp = codes.new_empty(0)
-    if codes.device.type == "cpu" and backend_unavailable_reason("native") is None:
+    native = codes.device.type == "cpu" and backend_unavailable_reason("native") is None
+    if native:
         from .backends.native.int8 import pack
 
         packed, comp = pack(codes.t())
-    return PackedInt8Weight(codes, s, packed, comp.to(torch.int32))
+    w = PackedInt8Weight(codes, s, packed, comp.to(torch.int32))
+    if native and s is not None:
+        w.native_args = (w.packed.numpy(), w.comp.numpy(), s.numpy())
+    return w
 
 
 def _call(op: str, *args: object) -> Tensor:
@@ -180,5 +186,14 @@ def linear_checked(x: Tensor, qweight: PackedInt8Weight, bias: Optional[Tensor])
     x2 = x.detach().reshape(math.prod(x.shape[:-1]), x.shape[-1])
     if x2.dtype not in (torch.float32, torch.bfloat16):
         x2 = x2.float()
-    out = _call("int8_linear", x2.contiguous(), qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
+    x2 = x2.contiguous()
+    if not torch.compiler.is_compiling() and qweight.native_args is not None and x2.device.type == "cpu" \
+            and get_backend() in ("auto", "native"):
+        from .backends.native.int8 import fused_kernel_serves, linear_prepacked
+
+        if fused_kernel_serves(x2.shape[0]):
+            # What dispatch would run (native is first on CPU) without its per-call checks, made when the weight
+            # was packed: at M = 1 that Python costs more than the kernel itself.
+            return linear_prepacked(x2, qweight.native_args, bias).reshape(*x.shape[:-1], n)
+    out = _call("int8_linear", x2, qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
     return out.reshape(*x.shape[:-1], n)

@@ -155,3 +155,20 @@ def test_torch_compile_fullgraph(gen):
     x = torch.randn(5, 64, generator=gen)
     with torch.no_grad():
         assert torch.equal(torch.compile(q, fullgraph=True)(x), q(x))
+
+
+def test_eager_fast_path_respects_forced_backend(gen, monkeypatch):
+    from fastdistill.backends.native import int8 as native_int8
+
+    if fd.info()["backends"]["native"]["usable"] is not True:
+        pytest.skip("native backend unavailable")
+    q = Int8Linear.from_float(nn.Linear(40, 24))
+    x = torch.randn(3, 40, generator=gen)
+    want = q(x)
+    calls = []
+    real = native_int8.linear_prepacked
+    monkeypatch.setattr(native_int8, "linear_prepacked", lambda *a: calls.append(1) or real(*a))
+    assert torch.equal(q(x), want) and calls == [1]
+    with fd.use_backend("python"):
+        torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-5)
+    assert calls == [1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -66,20 +67,32 @@ def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Te
     return out
 
 
+def fused_kernel_serves(m: int) -> bool:
+    """Whether ``int8_linear`` on ``m`` rows runs our fused kernel (else the ``_int_mm`` route, see above)."""
+    return m < INT_MM_MIN_ROWS or _C.int8_amx_in_use(m)
+
+
 @register_kernel("int8_linear", "native", supports=_linear_supports)
 def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
     m, n = x.shape[0], codes.shape[0]
+    if fused_kernel_serves(m) or codes.shape[1] == 0:
+        return linear_prepacked(x, (packed.numpy(), comp.numpy(), wscale.detach().numpy()), bias)
     out = torch.empty(m, n, dtype=torch.float32)
-    bias_np = None if bias is None else bias.detach().numpy()
     nthreads = torch.get_num_threads()
-    if m >= INT_MM_MIN_ROWS and codes.shape[1] > 0 and not _C.int8_amx_in_use(m):
-        q = torch.empty(x.shape, dtype=torch.int8)
-        scale = torch.empty(m, dtype=torch.float32)
-        _C.int8_quantize_rows(float_array(x), q.numpy(), scale.numpy(), nthreads)
-        acc = torch._int_mm(q, codes.t())
-        _C.int8_dequantize(acc.numpy(), scale.numpy(), wscale.detach().numpy(), bias_np, out.numpy(), nthreads)
-    else:
-        _C.int8_linear(float_array(x), packed.numpy(), comp.numpy(), wscale.detach().numpy(), bias_np, out.numpy(),
-                       nthreads)
+    q = torch.empty(x.shape, dtype=torch.int8)
+    scale = torch.empty(m, dtype=torch.float32)
+    _C.int8_quantize_rows(float_array(x), q.numpy(), scale.numpy(), nthreads)
+    acc = torch._int_mm(q, codes.t())
+    bias_np = None if bias is None else bias.detach().numpy()
+    _C.int8_dequantize(acc.numpy(), scale.numpy(), wscale.detach().numpy(), bias_np, out.numpy(), nthreads)
+    return out
+
+
+def linear_prepacked(x: Tensor, weight: Tuple[np.ndarray, np.ndarray, np.ndarray], bias: Optional[Tensor]) -> Tensor:
+    """The fused kernel on a contiguous fp32/bf16 CPU ``x`` (M x K) and the numpy views (packed, comp, scale) of a
+    prepacked weight; :func:`fastdistill.int8.linear_checked` calls it directly where :func:`fused_kernel_serves`."""
+    out = torch.empty(x.shape[0], weight[2].shape[0], dtype=torch.float32)
+    _C.int8_linear(float_array(x), weight[0], weight[1], weight[2], None if bias is None else bias.detach().numpy(),
+                   out.numpy(), torch.get_num_threads())
     return out
