@@ -1,14 +1,15 @@
-"""What this installation can do: version, backends built and usable, SIMD level, threads, CUDA."""
+"""What this installation can do: version, backends built and usable, the kernels each op has, SIMD level, threads,
+CUDA."""
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
 from . import __version__
-from ._dispatch import BACKENDS, _build_status, backend_unavailable_reason, get_backend
+from ._dispatch import _REGISTRY, BACKENDS, _build_status, backend_unavailable_reason, get_backend
 
 
 def info() -> Dict[str, Any]:
@@ -23,12 +24,16 @@ def info() -> Dict[str, Any]:
     for name in BACKENDS:
         reason = backend_unavailable_reason(name)
         backends[name] = {"usable": reason is None, "reason": reason}
+    ops: Dict[str, List[str]] = {}
+    for op, backend in _REGISTRY.kernels:  # kernels of the usable backends (each registers on import)
+        ops.setdefault(op, []).append(backend)
     out: Dict[str, Any] = {
         "version": __version__,
         "torch": torch.__version__,
         "backend_choice": get_backend(),
         "backends": backends,
         "build": _build_status(),
+        "ops": {op: [b for b in BACKENDS if b in ops[op]] for op in sorted(ops)},
         "threads": torch.get_num_threads(),
         "cuda": {"torch_cuda_available": torch.cuda.is_available(),
                  "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},

@@ -17,6 +17,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"fastdistill {inf['version']} (torch {inf['torch']}), backend choice: {inf['backend_choice']}")
     for name, b in inf["backends"].items():
         print(f"  {name:7s} {'usable' if b['usable'] else 'unavailable: ' + str(b['reason'])}")
+    width = max(map(len, inf["ops"]), default=0)
+    for op, backends in inf["ops"].items():
+        print(f"  op {op:{width}s}  {' '.join(backends)}")
     if "simd" in inf:
         s = inf["simd"]
         feats = ", ".join(k for k, v in s["cpu_features"].items() if v)

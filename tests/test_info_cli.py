@@ -22,6 +22,13 @@ def test_info_reports_every_backend():
         assert b["usable"] or b["reason"]
 
 
+def test_every_kernel_has_a_reference_twin():
+    ops = fd.info()["ops"]
+    assert {"magnitude_masks", "quantize", "dequantize", "int8_linear", "kd_loss", "spmm"} <= set(ops)
+    for op, backends in ops.items():
+        assert "python" in backends, f"{op} has no pure-torch reference kernel"
+
+
 @pytest.mark.skipif(os.environ.get("FASTDISTILL_REQUIRE_NATIVE") != "1", reason="set by CI, where the build must work")
 def test_native_backend_built():
     assert fd.info()["backends"]["native"]["usable"], fd.info()["backends"]["native"]["reason"]
