@@ -42,10 +42,24 @@ def _find_nvcc():
 class BuildExt(build_ext):
     """Builds the C++ module with the compiler setuptools picks and the CUDA module with nvcc; records outcomes."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # compile the many kernel files on every core (setuptools' default is one)
+            self.parallel = os.cpu_count() or 1
+
     def run(self):
         self.status = {}
         super().run()
         self._write_status()
+
+    def copy_extensions_to_source(self):
+        # `build_ext --inplace`: copy only what was built (a skipped CUDA module has no file to copy).
+        everything = self.extensions
+        self.extensions = [ext for ext in everything if self.status.get(ext.name) == "built"]
+        try:
+            super().copy_extensions_to_source()
+        finally:
+            self.extensions = everything
 
     def build_extension(self, ext):
         if ext.name == "fastdistill._cuda":
