@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
 from . import compress, nn
+from .fused_linear_kd import fused_linear_kd_loss
 from .kd import kd_loss
 from .int8 import PackedInt8Weight, int8_linear, int8_mm, prepack_int8_weight
 from .pruning import (
@@ -30,6 +31,7 @@ __all__ = [
     "compress",
     "dequantize",
     "fake_quantize",
+    "fused_linear_kd_loss",
     "get_backend",
     "global_magnitude_masks",
     "info",

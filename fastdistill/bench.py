@@ -75,10 +75,10 @@ def compare(
     for fn in fns:
         fn()  # warm-up
     samples: List[List[float]] = [[] for _ in fns]
-    rounds = max(3, repeat // 3)
-    for _ in range(rounds):
+    per_round = max(1, min(3, repeat // 3))  # slow cases (small repeat) take one call per round
+    for _ in range(max(3, repeat // per_round)):
         for i, fn in enumerate(fns):
-            samples[i].append(median_ms(fn, repeat=3, warmup=0))
+            samples[i].append(median_ms(fn, repeat=per_round, warmup=0))
     ms = [statistics.median(s) for s in samples]
     gc.collect()
     floor_ms = ms[2] if floor else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,6 +32,46 @@ def _choice(value: object, choices: tuple, name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_kd_options(temperature: object, alpha: object, divergence: object, beta: object, reduction: object,
+                     ignore_index: object) -> Tuple[float, float, str, float, str]:
+    """Validated (temperature, alpha, divergence, beta, reduction) of the distillation losses."""
+    temperature = _real(temperature, "temperature")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature: expected a finite value > 0, got {temperature}")
+    alpha = _real(alpha, "alpha")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
+    divergence = _choice(divergence, DIVERGENCES, "divergence")
+    beta = _real(beta, "beta")
+    if divergence == "jsd" and not 0.0 < beta < 1.0:
+        raise ValueError(f"beta: expected a value in (0, 1) for divergence='jsd', got {beta}")
+    reduction = _choice(reduction, REDUCTIONS, "reduction")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+    return temperature, alpha, divergence, beta, reduction
+
+
+def check_target(target: Optional[ArrayLike], shape: torch.Size, num_classes: int, device: torch.device,
+                 ignore_index: int, alpha: float) -> Optional[torch.Tensor]:
+    """``target`` as int64 class indices of ``shape`` on ``device`` (None stays None; then alpha must be > 0)."""
+    if target is None:
+        if alpha == 0.0:
+            raise ValueError("alpha: 0 leaves only the cross-entropy term, which needs a target")
+        return None
+    y = to_tensor(target, "target")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"target: expected an integer tensor of class indices, got {y.dtype}")
+    if y.shape != shape:
+        raise ValueError(f"target: expected shape {tuple(shape)}, got {tuple(y.shape)}")
+    y = y.to(device=device, dtype=torch.int64)
+    bad = (y != ignore_index) & ((y < 0) | (y >= num_classes))
+    if bool(bad.any()):
+        value = int(y[bad][0])
+        raise ValueError(f"target: class index {value} is out of range [0, {num_classes}) and is not "
+                         f"ignore_index ({ignore_index})")
+    return y
 
 
 def kd_loss(
@@ -95,36 +135,11 @@ def kd_loss(
         raise ValueError(f"teacher_logits: expected device {s.device}, got {t.device}")
     if s.shape[-1] == 0:
         raise ValueError("student_logits: expected at least one class (last dimension >= 1)")
-    temperature = _real(temperature, "temperature")
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature: expected a finite value > 0, got {temperature}")
-    alpha = _real(alpha, "alpha")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
-    divergence = _choice(divergence, DIVERGENCES, "divergence")
-    beta = _real(beta, "beta")
-    if divergence == "jsd" and not 0.0 < beta < 1.0:
-        raise ValueError(f"beta: expected a value in (0, 1) for divergence='jsd', got {beta}")
-    reduction = _choice(reduction, REDUCTIONS, "reduction")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+    temperature, alpha, divergence, beta, reduction = check_kd_options(temperature, alpha, divergence, beta,
+                                                                       reduction, ignore_index)
     if not isinstance(teacher_log_probs, bool):
         raise TypeError(f"teacher_log_probs: expected a bool, got {type(teacher_log_probs).__name__}")
-    y = None
-    if target is not None:
-        y = to_tensor(target, "target")
-        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-            raise TypeError(f"target: expected an integer tensor of class indices, got {y.dtype}")
-        if y.shape != s.shape[:-1]:
-            raise ValueError(f"target: expected shape {tuple(s.shape[:-1])}, got {tuple(y.shape)}")
-        y = y.to(device=s.device, dtype=torch.int64)
-        bad = (y != ignore_index) & ((y < 0) | (y >= s.shape[-1]))
-        if bool(bad.any()):
-            value = int(y[bad][0])
-            raise ValueError(f"target: class index {value} is out of range [0, {s.shape[-1]}) and is not "
-                             f"ignore_index ({ignore_index})")
-    elif alpha == 0.0:
-        raise ValueError("alpha: 0 leaves only the cross-entropy term, which needs a target")
+    y = check_target(target, s.shape[:-1], s.shape[-1], s.device, ignore_index, alpha)
     compute_grad = torch.is_grad_enabled() and s.requires_grad
     loss = _ops.kd_loss(s, t.detach(), y, temperature, alpha, divergence, beta, int(ignore_index), reduction,
                         teacher_log_probs, compute_grad)[0]

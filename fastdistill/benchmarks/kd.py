@@ -1,7 +1,12 @@
-"""Distillation-loss benchmarks: fused ``kd_loss`` forward + backward against the usual torch expression
-``F.kl_div(F.log_softmax(s/T), F.log_softmax(t/T), log_target=True, "batchmean") * T^2 * alpha + (1 - alpha) *
-F.cross_entropy(s, y)``, and the peak extra memory of both (resident-set high-water mark of a fresh child process,
-in units of one fp32 logits tensor; the student's gradient, kept in ``.grad``, counts as 1.0)."""
+"""Distillation-loss benchmarks, forward + backward, with the peak extra memory of each side (resident-set
+high-water mark of a fresh child process):
+
+* ``kd_loss`` against the usual torch expression ``F.kl_div(F.log_softmax(s/T), F.log_softmax(t/T),
+  log_target=True, "batchmean") * T^2 * alpha + (1 - alpha) * F.cross_entropy(s, y)``; memory in units of one fp32
+  logits tensor (the student's gradient, kept in ``.grad``, counts as 1.0).
+* ``fused_linear_kd_loss`` against ``F.linear`` for both LM heads (the teacher's under no_grad) + that expression;
+  memory as MiB beyond the gradients (of the student's hidden states and head weight), which both sides must hold.
+"""
 from __future__ import annotations
 
 import os
@@ -28,6 +33,30 @@ def ours_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return fd.kd_loss(s, t, y, temperature=T, alpha=ALPHA)
 
 
+def naive_linear_loss(hs, ws, ht, wt, y) -> torch.Tensor:
+    s = F.linear(hs, ws)
+    with torch.no_grad():
+        t = F.linear(ht, wt)
+    return naive_loss(s, t, y)
+
+
+def fused_linear_loss(hs, ws, ht, wt, y) -> torch.Tensor:
+    return fd.fused_linear_kd_loss(hs, ws, ht, wt, y, temperature=T, alpha=ALPHA)
+
+
+def linear_inputs(B: int, V: int, d: int) -> Tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    hs = torch.randn(B, d, generator=g).requires_grad_()
+    ws = (torch.randn(V, d, generator=g) * d ** -0.5 * 4).requires_grad_()
+    ht, wt = torch.randn(B, d, generator=g), torch.randn(V, d, generator=g) * d ** -0.5 * 4
+    return hs, ws, ht, wt, torch.randint(0, V, (B,), generator=g)
+
+
+def linear_step(loss_fn, hs, ws, ht, wt, y) -> None:
+    hs.grad = ws.grad = None
+    loss_fn(hs, ws, ht, wt, y).backward()
+
+
 def inputs(B: int, V: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     s = (torch.randn(B, V, generator=g) * 4).requires_grad_()
@@ -41,30 +70,32 @@ def step(loss_fn, s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> None:
 
 _CHILD = """
 import gc, sys, torch
-from fastdistill.benchmarks.kd import inputs, naive_loss, ours_loss, step
+from fastdistill.benchmarks import kd
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
-B, V, which = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-fn = ours_loss if which == "ours" else naive_loss
-step(fn, *inputs(2, V))  # warm-up (thread pools, lazy init) on small inputs: big frees would leave the allocator
-gc.collect()              # holding resident memory that the measured step then reuses unseen
-s, t, y = inputs(B, V)
+which, sizes = sys.argv[1], [int(a) for a in sys.argv[2:]]
+step, make, fn = {"ours": (kd.step, kd.inputs, kd.ours_loss), "naive": (kd.step, kd.inputs, kd.naive_loss),
+                  "fused_linear": (kd.linear_step, kd.linear_inputs, kd.fused_linear_loss),
+                  "naive_linear": (kd.linear_step, kd.linear_inputs, kd.naive_linear_loss)}[which]
+step(fn, *make(2, *sizes[1:]))  # warm-up (thread pools, lazy init) on small inputs: big frees would leave the
+gc.collect()                    # allocator holding resident memory that the measured step then reuses unseen
+args = make(*sizes)
 base = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")  # resets VmHWM to the current RSS
-step(fn, s, t, y)
-print((status("VmHWM:") - base) / (B * V * 4))
+step(fn, *args)
+print(status("VmHWM:") - base)
 """
 
 
-def peak_extra_memory(B: int, V: int, which: str) -> float:
-    """Peak extra resident memory of one forward + backward, in fp32 logits tensors (a fresh process each time)."""
+def peak_extra_bytes(which: str, *sizes: int) -> int:
+    """Peak extra resident bytes of one forward + backward of case ``which`` (a fresh process each time)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(B), str(V), which], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _CHILD, which, *map(str, sizes)], capture_output=True, text=True,
                          env=env, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 @suite("kd")
@@ -73,8 +104,20 @@ def kd_suite(quick: bool) -> Iterator[Row]:
         s, t, y = inputs(B, V)
         mem = ""
         if not quick:
-            mem = (f" peak extra mem: ours {peak_extra_memory(B, V, 'ours'):.2f}x, naive "
-                   f"{peak_extra_memory(B, V, 'naive'):.2f}x logits")
+            ours_mem, naive_mem = (peak_extra_bytes(w, B, V) / (B * V * 4) for w in ("ours", "naive"))
+            mem = f" peak extra mem: ours {ours_mem:.2f}x, naive {naive_mem:.2f}x logits"
         yield compare("kd", f"{B}x{V} fp32 fwd+bwd T={T:g} alpha={ALPHA:g}{mem}", lambda: step(ours_loss, s, t, y),
                       lambda: step(naive_loss, s, t, y), ours_name="kd_loss", peer_name="kl_div(log_softmax)+CE",
                       target=">=5x peer, <=1.2x logits extra memory", repeat=6)
+    for B, V, d in [(64, 4000, 256)] if quick else [(1024, 32000, 2048), (16, 32000, 2048)]:
+        args = linear_inputs(B, V, d)
+        mem = ""
+        if not quick:
+            grads = (B * d + V * d) * 4
+            ours_mem, naive_mem = ((peak_extra_bytes(w, B, V, d) - grads) / 2**20 for w in ("fused_linear",
+                                                                                          "naive_linear"))
+            mem = f" non-gradient peak extra mem: ours {ours_mem:.0f} MiB, naive {naive_mem:.0f} MiB"
+        yield compare("kd", f"LM heads B={B} V={V} d={d} fp32 fwd+bwd{mem}", lambda: linear_step(fused_linear_loss, *args),
+                      lambda: linear_step(naive_linear_loss, *args), ours_name="fused_linear_kd_loss",
+                      peer_name="F.linear x2 + kl_div+CE", target=">=1x peer, <1/4 of its non-gradient extra memory",
+                      repeat=3)
