@@ -60,7 +60,7 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
         loss, g = dispatch("kd_loss", s, t, None if y is None else y[start:stop], opt.temperature, opt.alpha,
                            opt.divergence, opt.beta, opt.ignore_index, opt.scale, False, want_grad)
         row_loss[start:stop] = loss
-        del s, t
+        del s, t  # free before the GEMMs below, and g at the end: the next chunk's logits must not meet them
         if not want_grad:
             continue
         if row_weights is not None:
@@ -74,6 +74,7 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
                 grad_w.add_(torch.mm(g.t(), h))
         if grad_b is not None:
             grad_b.add_(g.sum(0, dtype=acc))
+        del g
     grads = [grad_h, None if grad_w is None else grad_w.to(ws.dtype), None if grad_b is None else grad_b.to(ws.dtype)]
     return row_loss, grads
 
