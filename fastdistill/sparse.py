@@ -23,6 +23,7 @@ run on the torch reference). Results match a float64 product with the (dequantiz
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 
 from . import _ops
 from ._convert import check_float, like_input, to_tensor
+from ._dispatch import dispatch
 from .backends._csr import VALUE_DTYPES, check_components, check_scale, columns, dequantized
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
@@ -211,6 +213,16 @@ class SparseWeight:
                 f"values={self.values.dtype}{scale}, indices={self.indices.dtype}, device={self.device})")
 
 
+def _call(op: str, x: torch.Tensor, *args: object) -> torch.Tensor:
+    """Runs the custom op ``op`` (``_ops``) on ``args`` (contiguous), ``x`` being its activation among them. Eager
+    calls that need no gradient go straight to its dispatch: the custom op's own dispatcher round trip costs about
+    40 us, a tenth of the M = 1 kernel at 0.9 sparsity. Under torch.compile, for tensor subclasses and when a
+    gradient must flow to ``x``, the custom op is called."""
+    if torch.compiler.is_compiling() or type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()):
+        return getattr(_ops, op)(*args)
+    return dispatch(op, *args)
+
+
 def _check_weight(w_sparse: object) -> SparseWeight:
     if not isinstance(w_sparse, SparseWeight):
         raise TypeError(f"w_sparse: expected a fastdistill.SparseWeight, got {type(w_sparse).__name__}")
@@ -240,9 +252,9 @@ def sparse_linear(x: ArrayLike, w_sparse: SparseWeight, bias: Optional[ArrayLike
         if b.shape != (w.out_features,):
             raise ValueError(f"bias: expected shape ({w.out_features},), got {tuple(b.shape)}")
         b = b.detach().to(device=t.device, dtype=torch.float32 if t.dtype == torch.float32 else b.dtype)
-    rows = int(np.prod(t.shape[:-1]))
-    out = _ops.sparse_linear(t.reshape(rows, w.in_features), w.indptr, w.indices, w.values, w.in_features, b,
-                             w.scale)
+    x2 = t.reshape(math.prod(t.shape[:-1]), w.in_features).contiguous()
+    out = _call("sparse_linear", x2, x2, w.indptr, w.indices, w.values, w.in_features,
+                None if b is None else b.contiguous(), w.scale)
     return like_input(out.reshape(*t.shape[:-1], w.out_features), x)
 
 
@@ -264,6 +276,6 @@ def spmm(w_sparse: SparseWeight, x: ArrayLike) -> ArrayLike:
         raise ValueError(f"x: expected shape ({w.in_features},) or ({w.in_features}, M), got {tuple(t.shape)}")
     if t.device != w.device:
         raise ValueError(f"x: on {t.device} but w_sparse is on {w.device}")
-    out = _ops.spmm(w.indptr, w.indices, w.values, w.in_features,
-                    t.reshape(w.in_features, t.shape[1] if t.dim() == 2 else 1), w.scale)
+    b = t.reshape(w.in_features, t.shape[1] if t.dim() == 2 else 1).contiguous()
+    out = _call("spmm", b, w.indptr, w.indices, w.values, w.in_features, b, w.scale)
     return like_input(out.reshape(w.out_features, *t.shape[1:]), x)

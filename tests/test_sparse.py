@@ -226,3 +226,16 @@ def test_int8_constructor_checks_scale(gen):
         fd.SparseWeight(q.indptr, q.indices, q.values.float(), q.shape, q.scale)
     with pytest.raises(TypeError, match="values"):
         fd.SparseWeight(q.indptr, q.indices, q.values.to(torch.int16), q.shape)
+
+
+def test_eager_path_matches_custom_op(gen):
+    """Eager calls without a gradient skip the custom op's dispatcher; they must give the op's bits exactly, and a
+    gradient-needing call still goes through the op (it has a grad_fn)."""
+    q = fd.SparseWeight.from_dense(sparse_weight(16, 24, 0.8, gen), torch.int8)
+    x, b = torch.randn(3, 24, generator=gen), torch.randn(16, generator=gen)
+    want = _ops.sparse_linear(x, q.indptr, q.indices, q.values, 24, b, q.scale)
+    assert torch.equal(fd.sparse_linear(x, q, b), want)
+    assert torch.equal(fd.spmm(q, x.t()), _ops.spmm(q.indptr, q.indices, q.values, 24, x.t().contiguous(), q.scale))
+    assert fd.sparse_linear(x.clone().requires_grad_(), q).grad_fn is not None
+    with torch.no_grad():
+        assert fd.sparse_linear(x.clone().requires_grad_(), q).grad_fn is None
