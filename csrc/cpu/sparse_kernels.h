@@ -65,10 +65,6 @@ static inline float val_at(const void* vals, int64_t j) {
   else return static_cast<const float*>(vals)[j];
 }
 
-template <Val V>
-constexpr int64_t val_bytes() {
-  return V == Val::F32 ? 4 : V == Val::BF16 ? 2 : 1;
-}
 
 // sum_j vals[j] * x[cols[j]] over [b, e); *maxc collects the largest raw column index seen.
 template <bool I16, Val V>
@@ -156,10 +152,9 @@ static bool gather_rows_t(const Csr& w, const float* x, int64_t M, const float* 
   uint32_t maxc = 0;
   for (int64_t n = r0; n < r1; ++n) {
     const int64_t b = w.indptr[n], e = w.indptr[n + 1];
-    // Fetch the next rows' weights early: rows are short (a few hundred nonzeros), so the hardware stream
-    // prefetcher restarts often.
-    __builtin_prefetch(static_cast<const char*>(w.indices) + (e + 64) * (I16 ? 2 : 4));
-    __builtin_prefetch(static_cast<const char*>(w.values) + (e + 64) * val_bytes<V>());
+    // No software prefetch of the next rows: the weight streams sequentially and the hardware prefetcher keeps up;
+    // prefetching 64 values ahead cost 7% (4096x4096 at 0.9 sparsity, M = 1, AVX-512: 0.49 vs 0.46 ms on one
+    // thread, 0.25 vs 0.23 ms on two). The loop is bound by gather throughput (~3.6 G gathered floats/s a thread).
     for (int64_t m = 0; m < M; ++m) {
       float s = sparse_dot<I16, V>(w.indices, w.values, b, e, x + m * w.cols, last, &maxc);
       if constexpr (V == Val::I8) s *= w.scale[n];
