@@ -37,7 +37,8 @@ def _axpy(indptr, cols, vals, scale, xt, bias, out):
             row = xt[cols[j]]
             for m in range(acc.size):
                 acc[m] += v * row[m]
-        out[n] = acc * scale[n] + bias[n]
+        for m in range(acc.size):
+            out[n, m] = acc[m] * scale[n] + bias[n]
 
 
 def _run(x: Tensor, feature_major: bool, indptr: Tensor, indices: Tensor, values: Tensor, n_cols: int,
