@@ -216,48 +216,58 @@ kd_loss.register_autograd(_kd_backward, setup_context=_kd_setup_context)
 # --------------------------------------------------------------------------------------------------------------
 # Sparse (CSR) matmul. The weight travels as its CSR components (see fastdistill.sparse.SparseWeight): indptr
 # int64 (rows + 1), indices int16 (unsigned 16-bit column indices, used when cols <= 65536) or int32, values
-# float32 or bfloat16. Outputs have x's dtype.
+# float32 or bfloat16, or int8 codes with ``scale`` (float32, one per row: W[n, c] = scale[n] * code; None for float
+# values). Outputs have x's dtype.
 # --------------------------------------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("fastdistill::sparse_linear", mutates_args=())
 def sparse_linear(
-    x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor]
+    x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor],
+    scale: Optional[Tensor] = None,
 ) -> Tensor:
     """x (M, cols) @ W^T + bias -> (M, rows)."""
     b = None if bias is None else bias.contiguous()
+    s = None if scale is None else scale.contiguous()
     return dispatch("sparse_linear", x.contiguous(), indptr.contiguous(), indices.contiguous(), values.contiguous(),
-                    cols, b)
+                    cols, b, s)
 
 
 @sparse_linear.register_fake
-def _(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor]) -> Tensor:
+def _(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor],
+      scale: Optional[Tensor] = None) -> Tensor:
     return x.new_empty((x.shape[0], indptr.shape[0] - 1))
 
 
 @torch.library.custom_op("fastdistill::spmm", mutates_args=())
-def spmm(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor) -> Tensor:
+def spmm(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor,
+         scale: Optional[Tensor] = None) -> Tensor:
     """W @ b for b (cols, M) -> (rows, M)."""
-    return dispatch("spmm", indptr.contiguous(), indices.contiguous(), values.contiguous(), cols, b.contiguous())
+    s = None if scale is None else scale.contiguous()
+    return dispatch("spmm", indptr.contiguous(), indices.contiguous(), values.contiguous(), cols, b.contiguous(), s)
 
 
 @spmm.register_fake
-def _(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor) -> Tensor:
+def _(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor,
+      scale: Optional[Tensor] = None) -> Tensor:
     return b.new_empty((indptr.shape[0] - 1, b.shape[1]))
 
 
 def _sparse_linear_setup(ctx, inputs, output) -> None:
-    x, indptr, indices, values, cols, bias = inputs
-    ctx.save_for_backward(indptr, indices, values)
+    x, indptr, indices, values, cols, bias, scale = inputs
+    ctx.save_for_backward(indptr, indices, values, scale)
     ctx.cols = cols
 
 
 def _sparse_linear_backward(ctx, grad: Tensor):
     """Gradient for x only (the CSR weight is not trainable): grad @ W = sparse_linear(grad, W^T), with W^T built
-    as CSR by a stable sort of the nonzeros by column (static shapes, so it traces)."""
-    from .backends._csr import columns  # backends import _ops' dispatch; keep the module graph acyclic
+    as CSR by a stable sort of the nonzeros by column (static shapes, so it traces). int8 values are dequantized
+    (W^T's scale runs along its columns, which the kernels do not take)."""
+    from .backends._csr import columns, dequantized  # backends import _ops' dispatch; keep the module graph acyclic
 
-    indptr, indices, values = ctx.saved_tensors
+    indptr, indices, values, scale = ctx.saved_tensors
+    if scale is not None:
+        values = dequantized(indptr, values, scale)
     rows, nnz = indptr.numel() - 1, values.numel()
     col = columns(indices)
     row = torch.repeat_interleave(torch.arange(rows, device=indptr.device), indptr.diff(), output_size=nnz)
@@ -267,7 +277,7 @@ def _sparse_linear_backward(ctx, grad: Tensor):
     t_indices = row[order].to(torch.int32)
     t_indices = t_indices.to(torch.int16) if rows <= 65536 else t_indices
     grad_x = sparse_linear(grad.contiguous(), t_indptr, t_indices, values[order], rows, None)
-    return grad_x, None, None, None, None, None
+    return grad_x, None, None, None, None, None, None
 
 
 sparse_linear.register_autograd(_sparse_linear_backward, setup_context=_sparse_linear_setup)

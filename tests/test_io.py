@@ -58,7 +58,7 @@ def _stored(path):
     header = json.loads(blob[8:8 + n])
     header.pop("__metadata__")
     names = {"F32": torch.float32, "I64": torch.int64, "I16": torch.int16, "U8": torch.uint8, "BF16": torch.bfloat16,
-             "I32": torch.int32, "BOOL": torch.bool}
+             "I32": torch.int32, "I8": torch.int8, "BOOL": torch.bool}
     out = {}
     for k, info in header.items():
         b, e = info["data_offsets"]
@@ -83,6 +83,33 @@ def test_sparse_weight_entries_and_file_size(tmp_path, gen):
             assert isinstance(back, fd.SparseWeight)
             bits_equal(back.to_dense(), sw.to_dense())
             assert torch.equal(back.indptr, sw.indptr) and torch.equal(back.indices, sw.indices)
+
+
+def test_int8_sparse_weight_file_size(tmp_path, gen):
+    w = torch.randn(4096, 4096, generator=gen)
+    fd.prune_(w, 0.9)
+    q = fd.SparseWeight.from_dense(w, torch.int8)
+    path = tmp_path / "q.fd"
+    fd.save({"w": q}, path)
+    assert path.stat().st_size <= 0.08 * 4096 * 4096 * 4, path.stat().st_size / (4096 * 4096 * 4)
+    back = fd.load(path)["w"]
+    assert back.dtype == torch.int8
+    for a, b in ((back.indptr, q.indptr), (back.indices, q.indices), (back.values, q.values), (back.scale, q.scale)):
+        bits_equal(a, b)
+
+
+def test_round_trip_int8_sparse_linear(tmp_path, gen):
+    model = mlp()
+    model[2] = SparseLinear.from_dense(model[2], sparsity=0.9, dtype=torch.int8)
+    x = torch.randn(3, 40, generator=gen)
+    path = tmp_path / "q.fd"
+    fd.save(model, path)
+    loaded = fd.load(path, mlp())
+    assert isinstance(loaded[2], SparseLinear) and loaded[2].values.dtype == torch.int8
+    bits_equal(loaded(x), model(x))
+    assert fd.model_size(model) == sum(t.numel() * t.element_size() for t in _stored(path).values())
+    state = fd.load(path)
+    bits_equal(state["2.scale"], model[2].scale)
 
 
 def test_csr_chosen_at_very_high_sparsity(tmp_path, gen):

@@ -1,7 +1,8 @@
 """Sparse weights and CSR matmul: every backend against a float64 product on awkward shapes.
 
 Float tolerance: fp32 accumulation over a row of nonzeros, so each output is compared with the float64 product
-of the same (fp32 or bf16) stored values as |got - want| <= 1e-5 * sum_j |w_nj x_mj| + 1e-30.
+of the same (fp32 or bf16) stored values as |got - want| <= 1e-5 * sum_j |w_nj x_mj| + 1e-30. For int8 values the
+stored weight is the reference's dequantized one (``to_dense()``: scale * code in fp32), so the same bound holds.
 """
 from __future__ import annotations
 
@@ -36,12 +37,14 @@ def check_close(got, w, x, bias=None):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("vdtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("vdtype", [torch.float32, torch.bfloat16, torch.int8], ids=str)
 def test_sparse_linear_matches_float64(backend, gen, shape, vdtype):
     rows, cols, batch = shape
     for sparsity in SPARSITIES if rows * cols < 10**6 else [0.999]:
-        w = sparse_weight(rows, cols, sparsity, gen, vdtype).to(backend)
-        sw = fd.SparseWeight.from_dense(w)
+        w = sparse_weight(rows, cols, sparsity, gen, torch.float32 if vdtype == torch.int8 else vdtype)
+        w[rows // 2:rows // 2 + 1] = 0  # a row with no nonzeros
+        sw = fd.SparseWeight.from_dense(w.to(backend), vdtype)
+        w = sw.to_dense()  # the stored weight (int8: dequantized)
         x = torch.randn(batch, cols, generator=gen).to(backend)
         bias = torch.randn(rows, generator=gen).to(backend)
         check_close(fd.sparse_linear(x, sw), w, x)
@@ -49,9 +52,10 @@ def test_sparse_linear_matches_float64(backend, gen, shape, vdtype):
         check_close(fd.spmm(sw, x.t().contiguous()).t(), w, x)
 
 
-def test_layouts_and_kinds(backend, gen):
-    w = sparse_weight(24, 40, 0.8, gen).to(backend)
-    sw = fd.SparseWeight.from_dense(w)
+@pytest.mark.parametrize("vdtype", [torch.float32, torch.int8], ids=str)
+def test_layouts_and_kinds(backend, gen, vdtype):
+    sw = fd.SparseWeight.from_dense(sparse_weight(24, 40, 0.8, gen).to(backend), vdtype)
+    w = sw.to_dense()
     base = torch.randn(40, 60, generator=gen).to(backend)
     for x in (base.t(), base.t()[::3], base[:, ::2].t()):  # non-contiguous activations
         check_close(fd.sparse_linear(x, sw), w, x)
@@ -98,13 +102,45 @@ def test_public_argument_errors(gen):
         fd.sparse_linear(torch.ones(2, 6, dtype=torch.int32), sw)
 
 
+def test_bad_scale_raises(backend):
+    """int8 values need a float32 scale of one entry per row, float values none: the ops of every backend check."""
+    x = torch.ones(2, 10, device=backend)
+    indptr = torch.tensor([0, 2, 3], device=backend)
+    idx = torch.tensor([1, 4, 2], dtype=torch.int16, device=backend)
+    codes = torch.tensor([3, -127, 0], dtype=torch.int8, device=backend)
+    for scale, err in ((None, ValueError), (torch.ones(3), ValueError), (torch.ones(2, 1), ValueError),
+                       (torch.ones(2, dtype=torch.float64), TypeError)):
+        scale = None if scale is None else scale.to(backend)
+        with pytest.raises(err, match="scale"):
+            _ops.sparse_linear(x, indptr, idx, codes, 10, None, scale)
+        with pytest.raises(err, match="scale"):
+            _ops.spmm(indptr, idx, codes, 10, x.t().contiguous(), scale)
+    with pytest.raises(ValueError, match="scale"):
+        _ops.sparse_linear(x, indptr, idx, codes.float(), 10, None, torch.ones(2, device=backend))
+    got = _ops.sparse_linear(x, indptr, idx, codes, 10, None, torch.tensor([0.5, 2.0], device=backend))
+    assert torch.equal(got.cpu(), torch.tensor([[-62.0, 0.0], [-62.0, 0.0]]))  # small integers: exact
+
+
 def test_opcheck(gen):
     sw = fd.SparseWeight.from_dense(sparse_weight(9, 20, 0.7, gen))
+    q = fd.SparseWeight.from_dense(sparse_weight(9, 20, 0.7, gen), torch.int8)
     x, b = torch.randn(5, 20, generator=gen), torch.randn(9, generator=gen)
     torch.library.opcheck(_ops.sparse_linear, (x, sw.indptr, sw.indices, sw.values, 20, b))
     torch.library.opcheck(_ops.sparse_linear, (x, sw.indptr, sw.indices, sw.values, 20, None))
     torch.library.opcheck(_ops.sparse_linear, (x.clone().requires_grad_(), sw.indptr, sw.indices, sw.values, 20, b))
     torch.library.opcheck(_ops.spmm, (sw.indptr, sw.indices, sw.values, 20, x.t().contiguous()))
+    torch.library.opcheck(_ops.sparse_linear, (x.clone().requires_grad_(), q.indptr, q.indices, q.values, 20, b,
+                                               q.scale))
+    torch.library.opcheck(_ops.spmm, (q.indptr, q.indices, q.values, 20, x.t().contiguous(), q.scale))
+
+
+def test_int8_gradient_to_input(gen):
+    q = fd.SparseWeight.from_dense(sparse_weight(12, 30, 0.7, gen), torch.int8)
+    x = torch.randn(5, 30, generator=gen, requires_grad=True)
+    g = torch.randn(5, 12, generator=gen)
+    (fd.sparse_linear(x, q) * g).sum().backward()
+    want = g.double() @ q.to_dense().double()
+    assert torch.allclose(x.grad.double(), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
@@ -144,3 +180,62 @@ def test_sparse_weight_index_width_and_signs(gen):
     bad["indices"] = torch.tensor([1, 2], dtype=torch.int32)
     with pytest.raises(TypeError, match="indices"):
         fd.SparseWeight.from_state_dict(bad)
+
+
+def test_int8_quantization(gen):
+    w = sparse_weight(40, 70, 0.9, gen)
+    w[3] = 0  # an empty row
+    w[5, :] = 0
+    w[5, 2], w[5, 9], w[5, 11] = 1.0, 1e-4, -1.0  # 1e-4 quantizes to code 0 and is still stored
+    w[7, :] = 0
+    w[7, 0] = 1e-44  # a subnormal row: its scale underflows to 0
+    q = fd.SparseWeight.from_dense(w, torch.int8)
+    assert q.values.dtype == torch.int8 and q.dtype == torch.int8 and q.scale.dtype == torch.float32
+    assert q.scale.shape == (40,) and q.scale[3] == 0 and q.scale[7] == 0
+    same = fd.SparseWeight.from_dense(w)
+    assert torch.equal(q.indptr, same.indptr) and torch.equal(q.indices, same.indices)  # pattern kept exactly
+    assert int(q.values.abs().max()) == 127 and int(q.values.min()) >= -127
+    assert q.values[q.indptr[5] + 1] == 0
+    assert torch.equal(q.scale, w.abs().amax(dim=1) / 127)
+    dense = q.to_dense()
+    assert dense.dtype == torch.float32 and bool((dense[3] == 0).all())
+    err = (dense - w).abs()
+    assert bool((err <= q.scale[:, None] * (0.5 + 1e-5) + 1e-38).all())  # the bound, + fp32 rounding of the product
+    assert q.nbytes == 41 * 8 + q.nnz * 3 + 40 * 4
+    again = fd.SparseWeight.from_state_dict(q.state_dict())
+    assert torch.equal(again.values, q.values) and torch.equal(again.scale, q.scale)
+    assert "scale" not in same.state_dict() and "scale" in repr(q) and q.to("cpu") is q
+    assert fd.SparseWeight.from_dense(w.double(), torch.int8).nnz == q.nnz
+    assert fd.SparseWeight.from_dense(torch.zeros(3, 0), torch.int8).scale.shape == (3,)
+    bad = w.clone()
+    bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        fd.SparseWeight.from_dense(bad, torch.int8)
+    with pytest.raises(TypeError, match="dtype"):
+        fd.SparseWeight.from_dense(w, torch.float16)
+
+
+def test_int8_constructor_checks_scale(gen):
+    q = fd.SparseWeight.from_dense(sparse_weight(6, 9, 0.5, gen), torch.int8)
+    parts = (q.indptr, q.indices, q.values, q.shape)
+    for scale, err in ((None, ValueError), (torch.ones(5), ValueError), (torch.ones(6, dtype=torch.float16), TypeError),
+                       (torch.full((6,), float("nan")), ValueError), (np.ones(6, np.float32), TypeError)):
+        with pytest.raises(err, match="scale"):
+            fd.SparseWeight(*parts, scale)
+    with pytest.raises(ValueError, match="scale"):
+        fd.SparseWeight(q.indptr, q.indices, q.values.float(), q.shape, q.scale)
+    with pytest.raises(TypeError, match="values"):
+        fd.SparseWeight(q.indptr, q.indices, q.values.to(torch.int16), q.shape)
+
+
+def test_eager_path_matches_custom_op(gen):
+    """Eager calls without a gradient skip the custom op's dispatcher; they must give the op's bits exactly, and a
+    gradient-needing call still goes through the op (it has a grad_fn)."""
+    q = fd.SparseWeight.from_dense(sparse_weight(16, 24, 0.8, gen), torch.int8)
+    x, b = torch.randn(3, 24, generator=gen), torch.randn(16, generator=gen)
+    want = _ops.sparse_linear(x, q.indptr, q.indices, q.values, 24, b, q.scale)
+    assert torch.equal(fd.sparse_linear(x, q, b), want)
+    assert torch.equal(fd.spmm(q, x.t()), _ops.spmm(q.indptr, q.indices, q.values, 24, x.t().contiguous(), q.scale))
+    assert fd.sparse_linear(x.clone().requires_grad_(), q).grad_fn is not None
+    with torch.no_grad():
+        assert fd.sparse_linear(x.clone().requires_grad_(), q).grad_fn is None

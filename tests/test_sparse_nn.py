@@ -101,3 +101,21 @@ def test_sparsify_bad_arguments():
         fd.compress.sparsify(_model(), batch_size=0)
     with pytest.raises(ValueError, match="min_sparsity"):
         fd.compress.sparsify(_model(), min_sparsity=2.0)
+
+
+def test_int8_values_layer(gen):
+    lin = nn.Linear(48, 20)
+    x = torch.randn(5, 48, generator=gen)
+    q = SparseLinear.from_dense(lin, sparsity=0.9, dtype=torch.int8)
+    assert q.values.dtype == torch.int8 and q.scale.shape == (20,)
+    assert set(q.state_dict()) == {"indptr", "indices", "values", "scale", "bias"}
+    deq = q.weight.to_dense()
+    close(q(x), x @ deq.t() + lin.bias)
+    close(q.to_linear()(x), q(x))
+    # quantization error: within scale / 2 of the pruned fp32 weight
+    pruned = SparseLinear.from_dense(lin, sparsity=0.9).weight.to_dense()
+    assert bool(((deq - pruned).abs() <= q.scale[:, None] * (0.5 + 1e-5)).all())
+    other = SparseLinear.from_dense(nn.Linear(48, 20), sparsity=0.9, dtype=torch.int8)
+    other.load_state_dict(q.state_dict())
+    assert torch.equal(other(x), q(x))
+    assert "values=torch.int8" in repr(q)

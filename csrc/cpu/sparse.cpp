@@ -58,6 +58,28 @@ void check_indptr(const int64_t* indptr, int64_t rows, int64_t nnz) {
                           std::to_string(nnz));
 }
 
+// A C-contiguous float32 vector of n entries, or nullptr for None.
+const float* optional_f32_vector(const py::object& obj, const char* name, int64_t n, py::array* keep) {
+  if (obj.is_none()) return nullptr;
+  *keep = py::array::ensure(obj);
+  if (!*keep) throw py::type_error(std::string(name) + ": expected a numpy array or None");
+  require_dtype<float>(*keep, name);
+  require_c_contiguous(*keep, name);
+  if (keep->ndim() != 1 || keep->size() != n)
+    throw py::value_error(std::string(name) + ": expected a 1-D array of " + std::to_string(n) + " values");
+  return static_cast<const float*>(keep->data());
+}
+
+Val value_type_of(const py::array& values) {
+  const auto kind = values.dtype().kind();
+  const auto size = values.itemsize();
+  if (kind == 'f' && size == 4) return Val::F32;
+  if (kind == 'u' && size == 2) return Val::BF16;
+  if (kind == 'i' && size == 1) return Val::I8;
+  throw py::type_error("values: expected float32, bfloat16 (as uint16 bits) or int8, got " +
+                       std::string(py::str(values.dtype())));
+}
+
 py::array expect_2d_f32(const py::object& obj, const char* name) {
   auto a = py::array::ensure(obj);
   if (!a) throw py::type_error(std::string(name) + ": expected a numpy array");
@@ -70,7 +92,7 @@ py::array expect_2d_f32(const py::object& obj, const char* name) {
 
 void sparse_matmul(const py::array& indptr, const py::array& indices, const py::array& values, int64_t cols,
                    const py::object& x_obj, bool x_feature_major, const py::object& out_obj, bool out_feature_major,
-                   const py::object& bias_obj, int nthreads) {
+                   const py::object& bias_obj, const py::object& scale_obj, int nthreads) {
   require_dtype<int64_t>(indptr, "indptr");
   require_c_contiguous(indptr, "indptr");
   require_c_contiguous(indices, "indices");
@@ -83,8 +105,7 @@ void sparse_matmul(const py::array& indptr, const py::array& indices, const py::
                          std::string(py::str(indices.dtype())));
   if (idx16 && cols > 65536) throw py::value_error("indices: 16-bit indices need cols <= 65536");
   if (cols < 0 || cols > (int64_t(1) << 31)) throw py::value_error("cols: expected 0 <= cols <= 2^31");
-  const DType vdt = float_dtype_of(values, "values");
-  if (vdt == DType::F16) throw py::type_error("values: expected float32 or bfloat16, got float16");
+  const Val vt = value_type_of(values);
   if (indices.ndim() != 1 || values.ndim() != 1 || indices.size() != values.size())
     throw py::value_error("indices, values: expected 1-D arrays of the same length");
   const int64_t nnz = values.size();
@@ -102,19 +123,14 @@ void sparse_matmul(const py::array& indptr, const py::array& indices, const py::
   const int64_t want0 = out_feature_major ? rows : M, want1 = out_feature_major ? M : rows;
   if (out.shape(0) != want0 || out.shape(1) != want1)
     throw py::value_error("out: expected shape (" + std::to_string(want0) + ", " + std::to_string(want1) + ")");
-  const float* bias = nullptr;
-  py::array bias_arr;
-  if (!bias_obj.is_none()) {
-    bias_arr = py::array::ensure(bias_obj);
-    if (!bias_arr) throw py::type_error("bias: expected a numpy array or None");
-    require_dtype<float>(bias_arr, "bias");
-    require_c_contiguous(bias_arr, "bias");
-    if (bias_arr.ndim() != 1 || bias_arr.size() != rows)
-      throw py::value_error("bias: expected a 1-D array of " + std::to_string(rows) + " values");
-    bias = static_cast<const float*>(bias_arr.data());
-  }
+  py::array bias_arr, scale_arr;
+  const float* bias = optional_f32_vector(bias_obj, "bias", rows, &bias_arr);
+  const float* scale = optional_f32_vector(scale_obj, "scale", rows, &scale_arr);
+  if ((vt == Val::I8) != (scale != nullptr))
+    throw py::value_error(vt == Val::I8 ? "scale: int8 values need a float32 scale per row"
+                                        : "scale: only int8 values take a scale");
 
-  const Csr w{ip, indices.data(), values.data(), rows, cols, idx16, vdt == DType::BF16};
+  const Csr w{ip, indices.data(), values.data(), scale, rows, cols, idx16, vt};
   const float* xd = static_cast<const float*>(x.data());
   float* od = static_cast<float*>(out.mutable_data());
   const int64_t om = out_feature_major ? 1 : rows, on = out_feature_major ? M : 1;
@@ -188,9 +204,10 @@ void sparse_matmul(const py::array& indptr, const py::array& indices, const py::
 void bind_sparse(py::module_& m) {
   m.def("sparse_matmul", &sparse_matmul, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("cols"),
         py::arg("x"), py::arg("x_feature_major"), py::arg("out"), py::arg("out_feature_major"),
-        py::arg("bias") = py::none(), py::arg("nthreads") = 1,
+        py::arg("bias") = py::none(), py::arg("scale") = py::none(), py::arg("nthreads") = 1,
         "out = x @ W^T (+ bias) for a CSR weight W (indptr int64; indices int16 = unsigned 16-bit or int32; values "
-        "float32 or uint16 bfloat16 bits). x is float32 (M, cols), or (cols, M) when x_feature_major; out is "
-        "float32 (M, rows), or (rows, M) when out_feature_major.");
+        "float32, uint16 bfloat16 bits, or int8 codes with a float32 scale per row: W[n, c] = scale[n] * code). x "
+        "is float32 (M, cols), or (cols, M) when x_feature_major; out is float32 (M, rows), or (rows, M) when "
+        "out_feature_major.");
 }
 }  // namespace fd

@@ -1,17 +1,23 @@
 // Declarations of the per-ISA leaf kernels of sparse (CSR) matmul (defined by sparse_kernels.h, compiled once per
 // ISA) and the table that selects one set at run time.
 #pragma once
+#include <type_traits>
+
 #include "common.h"
 
 namespace fd {
-// One CSR matrix (rows = output features). Column indices are uint16 (stored in an int16 array) or int32; values
-// are fp32 or bf16 bits.
+// Stored value types: fp32, bf16 bits, or int8 codes with one fp32 scale per row (W[n, c] = scale[n] * code).
+enum class Val : int { F32, BF16, I8 };
+
+// One CSR matrix (rows = output features). Column indices are uint16 (stored in an int16 array) or int32.
 struct Csr {
   const int64_t* indptr;
   const void* indices;
   const void* values;
+  const float* scale;  // rows entries when vals == Val::I8, else nullptr
   int64_t rows, cols;
-  bool idx16, bf16;
+  bool idx16;
+  Val vals;
 };
 
 // Output element (m, n) lives at out[m * om + n * on].

@@ -9,6 +9,9 @@
 //   does one AXPY of a contiguous tile row xp[c, :] into `nv` accumulator registers: nv loads + nv FMAs per
 //   nonzero, the accumulators never leave registers, and the weight is read once per tile.
 //
+// int8 values are converted to fp32 in registers as they are loaded; the row's scale multiplies its finished sum
+// once (scale[n] * sum_j code_j x_j), before the bias is added.
+//
 // Column indices are clamped to cols - 1 (one min per index or vector of indices) so a corrupt index can never
 // read outside x; the leaves report whether any index was out of range and the caller raises.
 //
@@ -55,14 +58,16 @@ static inline uint32_t col_at(const void* idx, int64_t j) {
   else return static_cast<uint32_t>(static_cast<const int32_t*>(idx)[j]);
 }
 
-template <bool B16>
+template <Val V>
 static inline float val_at(const void* vals, int64_t j) {
-  if constexpr (B16) return bf16_to_f32(static_cast<const uint16_t*>(vals)[j]);
+  if constexpr (V == Val::BF16) return bf16_to_f32(static_cast<const uint16_t*>(vals)[j]);
+  else if constexpr (V == Val::I8) return static_cast<float>(static_cast<const int8_t*>(vals)[j]);
   else return static_cast<const float*>(vals)[j];
 }
 
+
 // sum_j vals[j] * x[cols[j]] over [b, e); *maxc collects the largest raw column index seen.
-template <bool I16, bool B16>
+template <bool I16, Val V>
 static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int64_t e, const float* x,
                                uint32_t last, uint32_t* maxc) {
   int64_t j = b;
@@ -79,9 +84,11 @@ static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int
     return _mm512_min_epu32(c, lastv);
   };
   auto load_val = [&](int64_t at, __mmask16 k) {
-    if constexpr (B16)
+    if constexpr (V == Val::BF16)
       return _mm512_castsi512_ps(_mm512_slli_epi32(
           _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(vals) + at)), 16));
+    else if constexpr (V == Val::I8)
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, static_cast<const int8_t*>(vals) + at)));
     else return _mm512_maskz_loadu_ps(k, static_cast<const float*>(vals) + at);
   };
   for (; j + 32 <= e; j += 32) {  // two independent chains hide the gather latency
@@ -109,9 +116,12 @@ static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int
     else c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const int32_t*>(idx) + at));
     maxv = _mm256_max_epu32(maxv, c);
     __m256 v;
-    if constexpr (B16)
+    if constexpr (V == Val::BF16)
       v = _mm256_castsi256_ps(_mm256_slli_epi32(
           _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(vals) + at))), 16));
+    else if constexpr (V == Val::I8)
+      v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(vals) + at))));
     else v = _mm256_loadu_ps(static_cast<const float*>(vals) + at);
     return _mm256_mul_ps(v, _mm256_i32gather_ps(x, _mm256_min_epu32(c, lastv), 4));
   };
@@ -130,24 +140,24 @@ static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int
   for (; j < e; ++j) {
     const uint32_t c = col_at<I16>(idx, j);
     *maxc = std::max(*maxc, c);
-    sum += val_at<B16>(vals, j) * x[std::min(c, last)];
+    sum += val_at<V>(vals, j) * x[std::min(c, last)];
   }
   return sum;
 }
 
-template <bool I16, bool B16>
+template <bool I16, Val V>
 static bool gather_rows_t(const Csr& w, const float* x, int64_t M, const float* bias, OutView out, int64_t r0,
                           int64_t r1) {
   const uint32_t last = static_cast<uint32_t>(w.cols - 1);
   uint32_t maxc = 0;
   for (int64_t n = r0; n < r1; ++n) {
     const int64_t b = w.indptr[n], e = w.indptr[n + 1];
-    // Fetch the next rows' weights early: rows are short (a few hundred nonzeros), so the hardware stream
-    // prefetcher restarts often.
-    __builtin_prefetch(static_cast<const char*>(w.indices) + (e + 64) * (I16 ? 2 : 4));
-    __builtin_prefetch(static_cast<const char*>(w.values) + (e + 64) * (B16 ? 2 : 4));
+    // No software prefetch of the next rows: the weight streams sequentially and the hardware prefetcher keeps up;
+    // prefetching 64 values ahead cost 7% (4096x4096 at 0.9 sparsity, M = 1, AVX-512: 0.49 vs 0.46 ms on one
+    // thread, 0.25 vs 0.23 ms on two). The loop is bound by gather throughput (~3.6 G gathered floats/s a thread).
     for (int64_t m = 0; m < M; ++m) {
-      const float s = sparse_dot<I16, B16>(w.indices, w.values, b, e, x + m * w.cols, last, &maxc);
+      float s = sparse_dot<I16, V>(w.indices, w.values, b, e, x + m * w.cols, last, &maxc);
+      if constexpr (V == Val::I8) s *= w.scale[n];
       out.data[m * out.om + n * out.on] = bias ? s + bias[n] : s;
     }
   }
@@ -159,7 +169,7 @@ static bool gather_rows_t(const Csr& w, const float* x, int64_t M, const float* 
 // more than the DTLB holds.
 constexpr int64_t kRowGroup = 16;
 
-template <int NV, bool I16, bool B16>
+template <int NV, bool I16, Val V>
 static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const float* bias, OutView out, int64_t r0,
                         int64_t r1) {
   constexpr int MT = NV * kLanes;
@@ -180,7 +190,7 @@ static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const flo
         const uint32_t c = col_at<I16>(w.indices, j);
         maxc = std::max(maxc, c);
         const float* xr = xp + static_cast<int64_t>(std::min(c, last)) * MT;
-        const VF wv = vset1(val_at<B16>(w.values, j));
+        const VF wv = vset1(val_at<V>(w.values, j));
         for (int v = 0; v < NV; ++v) acc[u][v] = vfma(wv, vload(xr + v * kLanes), acc[u][v]);
       };
       const int64_t e = w.indptr[n + 1];
@@ -191,8 +201,9 @@ static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const flo
       const VF init = bias ? vset1(bias[n]) : vzero();
       float* dst = direct ? out.data + n * out.on : buf[n - g];
       for (int v = 0; v < NV; ++v) {
-        VF sum = init;
+        VF sum = V == Val::I8 ? vzero() : init;
         for (int u = 0; u < U; ++u) sum = sum + acc[u][v];
+        if constexpr (V == Val::I8) sum = vfma(sum, vset1(w.scale[n]), init);
         vstore(dst + v * kLanes, sum);
       }
     }
@@ -203,21 +214,32 @@ static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const flo
   return maxc > last;
 }
 
+// Calls fn(std::bool_constant<idx16>, std::integral_constant<Val, vals>) for w's index and value types.
+template <typename Fn>
+static bool with_csr_types(const Csr& w, Fn&& fn) {
+  auto by_val = [&](auto i16) {
+    switch (w.vals) {
+      case Val::BF16: return fn(i16, std::integral_constant<Val, Val::BF16>{});
+      case Val::I8: return fn(i16, std::integral_constant<Val, Val::I8>{});
+      default: return fn(i16, std::integral_constant<Val, Val::F32>{});
+    }
+  };
+  return w.idx16 ? by_val(std::true_type{}) : by_val(std::false_type{});
+}
+
 static bool gather_rows(const Csr& w, const float* x, int64_t M, const float* bias, OutView out, int64_t r0,
                         int64_t r1) {
-  if (w.idx16) return w.bf16 ? gather_rows_t<true, true>(w, x, M, bias, out, r0, r1)
-                             : gather_rows_t<true, false>(w, x, M, bias, out, r0, r1);
-  return w.bf16 ? gather_rows_t<false, true>(w, x, M, bias, out, r0, r1)
-                : gather_rows_t<false, false>(w, x, M, bias, out, r0, r1);
+  return with_csr_types(w, [&](auto i16, auto v) {
+    return gather_rows_t<decltype(i16)::value, decltype(v)::value>(w, x, M, bias, out, r0, r1);
+  });
 }
 
 template <int NV>
 static bool tile_rows_nv(const Csr& w, const float* xp, int64_t mcount, const float* bias, OutView out, int64_t r0,
                          int64_t r1) {
-  if (w.idx16) return w.bf16 ? tile_rows_t<NV, true, true>(w, xp, mcount, bias, out, r0, r1)
-                             : tile_rows_t<NV, true, false>(w, xp, mcount, bias, out, r0, r1);
-  return w.bf16 ? tile_rows_t<NV, false, true>(w, xp, mcount, bias, out, r0, r1)
-                : tile_rows_t<NV, false, false>(w, xp, mcount, bias, out, r0, r1);
+  return with_csr_types(w, [&](auto i16, auto v) {
+    return tile_rows_t<NV, decltype(i16)::value, decltype(v)::value>(w, xp, mcount, bias, out, r0, r1);
+  });
 }
 
 static bool tile_rows(const Csr& w, const float* xp, int nv, int64_t mcount, const float* bias, OutView out,

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 INDEX_DTYPES = (torch.int16, torch.int32)
-VALUE_DTYPES = (torch.float32, torch.bfloat16)
+VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.int8)  # int8: codes with a float32 scale per row
 
 
 def cpu_kernel_reason(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, bias: Optional[Tensor]) -> Optional[str]:
@@ -16,17 +16,17 @@ def cpu_kernel_reason(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor
         return f"x dtype {x.dtype} not supported (float32 only)"
     if indptr.dtype != torch.int64 or indices.dtype not in INDEX_DTYPES or values.dtype not in VALUE_DTYPES:
         return (f"CSR dtypes ({indptr.dtype}, {indices.dtype}, {values.dtype}) not supported "
-                "(int64, int16/int32, float32/bfloat16)")
+                "(int64, int16/int32, float32/bfloat16/int8)")
     if bias is not None and bias.dtype != torch.float32:
         return f"bias dtype {bias.dtype} not supported (float32 only)"
     return None
 
 
-def linear_reason(x, indptr, indices, values, n_cols, bias) -> Optional[str]:
+def linear_reason(x, indptr, indices, values, n_cols, bias, scale=None) -> Optional[str]:
     return cpu_kernel_reason(x, indptr, indices, values, bias)
 
 
-def spmm_reason(indptr, indices, values, n_cols, b) -> Optional[str]:
+def spmm_reason(indptr, indices, values, n_cols, b, scale=None) -> Optional[str]:
     return cpu_kernel_reason(b, indptr, indices, values, None)
 
 
@@ -48,3 +48,27 @@ def check_components(indptr: Tensor, cols: Tensor, values: Tensor, n_cols: int) 
         raise ValueError("indptr: expected a non-decreasing tensor")
     if cols.numel() and (int(cols.min()) < 0 or int(cols.max()) >= n_cols):
         raise ValueError(f"indices: a column index is out of range [0, {n_cols})")
+
+
+def check_scale(values: Tensor, scale: Optional[Tensor], rows: int) -> None:
+    """TypeError/ValueError unless ``scale`` is a finite float32 tensor of ``rows`` entries for int8 ``values``, and
+    None for float values."""
+    if values.dtype != torch.int8:
+        if scale is not None:
+            raise ValueError(f"scale: only int8 values take a scale (values are {values.dtype})")
+        return
+    if scale is None:
+        raise ValueError("scale: int8 values need a float32 scale per row")
+    if not isinstance(scale, Tensor):
+        raise TypeError(f"scale: expected a torch.Tensor, got {type(scale).__name__}")
+    if scale.dtype != torch.float32:
+        raise TypeError(f"scale: expected float32, got {scale.dtype}")
+    if scale.shape != (rows,):
+        raise ValueError(f"scale: expected shape ({rows},), got {tuple(scale.shape)}")
+    if not bool(torch.isfinite(scale).all()):
+        raise ValueError("scale: expected finite values")
+
+
+def dequantized(indptr: Tensor, codes: Tensor, scale: Tensor) -> Tensor:
+    """int8 CSR values as float32: each code times its row's scale."""
+    return codes.float() * torch.repeat_interleave(scale, indptr.diff(), output_size=codes.numel())

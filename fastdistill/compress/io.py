@@ -19,6 +19,7 @@ when that is not as one plain tensor: ``{"kind": "csr" | "bitmask" | "bits" | "q
 * ``csr``: ``indptr`` (int64), ``indices`` (int16 = unsigned 16-bit when cols <= 65536, else int32), ``values``;
 * ``bitmask``: ``mask`` (uint8, one bit per element in row-major order, most significant bit first; the
   ``np.packbits`` order) and ``values`` (the nonzeros in row-major order);
+* ``csr`` and ``bitmask`` of a SparseWeight with int8 values (codes) add ``scale`` (float32, one per row);
 * ``quantized`` (a :class:`~fastdistill.QuantizedTensor`): ``codes``, ``scale``, ``zero_point`` as the object holds
   them (packed 4/2/1-bit codes stay packed), its other fields in the entry's ``"meta"``.
 
@@ -109,7 +110,7 @@ def _sparse_if_smaller(t: torch.Tensor) -> Optional[Tuple[str, Dict[str, torch.T
 
 def _encode(state: Mapping[str, Entry], sparse_linear: Mapping[str, int]) -> Tuple[Dict[str, torch.Tensor], Dict]:
     """(stored tensors, encodings) of a state dict (SparseWeight values allowed); ``sparse_linear`` maps the names
-    of SparseLinear modules, whose three buffers are stored as one sparse entry, to their in_features."""
+    of SparseLinear modules, whose CSR buffers are stored as one sparse entry, to their in_features."""
     tensors: Dict[str, torch.Tensor] = {}
     encodings: Dict[str, Dict] = {}
     state = dict(state)
@@ -117,7 +118,8 @@ def _encode(state: Mapping[str, Entry], sparse_linear: Mapping[str, int]) -> Tup
     for mod, cols in sparse_linear.items():
         prefix = f"{mod}." if mod else ""
         indptr, indices, values = (state.pop(prefix + k) for k in ("indptr", "indices", "values"))
-        grouped[mod] = SparseWeight._trusted(indptr, indices, values, (indptr.numel() - 1, cols))
+        grouped[mod] = SparseWeight._trusted(indptr, indices, values, (indptr.numel() - 1, cols),
+                                             state.pop(prefix + "scale", None))
     items = [(name, value, "sparse_weight" if isinstance(value, SparseWeight) else "dense")
              for name, value in state.items()] + [(name, w, "sparse_linear") for name, w in grouped.items()]
     for name, value, as_ in items:
@@ -131,6 +133,8 @@ def _encode(state: Mapping[str, Entry], sparse_linear: Mapping[str, int]) -> Tup
         if isinstance(value, SparseWeight):
             w = value.to("cpu")
             kind, comps = _sparse_parts(*w.shape, w.values, indptr=w.indptr, indices=w.indices)
+            if w.scale is not None:
+                comps["scale"] = w.scale
             shape = list(w.shape)
         elif isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.numel() >= 64:
             kind, shape = "bits", list(value.shape)
@@ -164,6 +168,7 @@ def _decode_entry(name: str, enc: Dict, tensors: Dict[str, torch.Tensor]) -> Dic
                     .reshape(shape)}
         rows, cols = shape[0], math.prod(shape[1:])
         values = tensors.pop(f"{name}::values")
+        scale = tensors.pop(f"{name}::scale", None)
         if kind == "bitmask":
             bits = tensors.pop(f"{name}::mask")
             if bits.dtype != torch.uint8 or bits.numel() != math.ceil(rows * cols / 8):
@@ -175,6 +180,8 @@ def _decode_entry(name: str, enc: Dict, tensors: Dict[str, torch.Tensor]) -> Dic
         else:
             raise ValueError(f"unknown encoding kind {kind!r}")
         if as_ == "dense":
+            if scale is not None:
+                raise ValueError("a dense entry has a scale")
             if indptr.dtype != torch.int64 or indices.dtype not in (torch.int16, torch.int32) \
                     or indptr.numel() != rows + 1:
                 raise ValueError("CSR components have wrong dtypes or sizes")
@@ -183,12 +190,13 @@ def _decode_entry(name: str, enc: Dict, tensors: Dict[str, torch.Tensor]) -> Dic
             dense = torch.zeros(rows, cols, dtype=values.dtype)
             dense[torch.repeat_interleave(torch.arange(rows), indptr.diff()), cidx] = values
             return {name: dense.reshape(shape)}
-        w = SparseWeight(indptr, indices, values, (rows, cols))
+        w = SparseWeight(indptr, indices, values, (rows, cols), scale)
         if as_ == "sparse_weight":
             return {name: w}
         if as_ == "sparse_linear":
             prefix = f"{name}." if name else ""
-            return {prefix + "indptr": w.indptr, prefix + "indices": w.indices, prefix + "values": w.values}
+            buffers = {prefix + "indptr": w.indptr, prefix + "indices": w.indices, prefix + "values": w.values}
+            return buffers if scale is None else {**buffers, prefix + "scale": w.scale}
         raise ValueError(f"unknown target {as_!r}")
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
         raise ValueError(f"file: entry {name!r} is malformed ({type(exc).__name__}: {exc})") from None
@@ -324,7 +332,7 @@ def _fit_module(model: nn.Module, name: str, kind: Optional[str], state: Dict[st
         if not isinstance(module, (nn.Linear, SparseLinear)) or not name:
             raise ValueError(f"model: layer {name!r} is a {type(module).__name__}; the file holds a SparseLinear")
         w = SparseWeight(state[prefix + "indptr"], state[prefix + "indices"], state[prefix + "values"],
-                         tuple(encodings[name]["shape"]))
+                         tuple(encodings[name]["shape"]), state.get(prefix + "scale"))
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, SparseLinear(w, state.get(prefix + "bias")))
     elif kind == "Int8Linear":
@@ -352,7 +360,7 @@ def _fit_module(model: nn.Module, name: str, kind: Optional[str], state: Dict[st
 
 def load(path: Union[str, os.PathLike], model: Optional[nn.Module] = None):
     """Reads a file written by :func:`save`. Without ``model``, returns the state as a dict (SparseLinear layers as
-    their ``indptr``/``indices``/``values`` buffers, saved SparseWeights as SparseWeight). With ``model`` (the same
+    their ``indptr``/``indices``/``values`` (and int8 ``scale``) buffers, saved SparseWeights as SparseWeight). With ``model`` (the same
     architecture, pruned or not), puts SparseLinear layers and resized Linear layers in place, loads every tensor
     (strictly: every key must match) and returns the model; outputs are bit-identical to the saved model's.
 

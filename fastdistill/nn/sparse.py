@@ -11,8 +11,9 @@ from ..sparse import SparseWeight, sparse_linear
 
 
 class SparseLinear(nn.Module):
-    """``y = x @ W^T + b`` with W held as CSR buffers (``indptr``, ``indices``, ``values``; see
-    :class:`fastdistill.SparseWeight`), so a pruned layer is smaller and, at high sparsity, faster than dense.
+    """``y = x @ W^T + b`` with W held as CSR buffers (``indptr``, ``indices``, ``values``, and ``scale`` for int8
+    values, else None; see :class:`fastdistill.SparseWeight`), so a pruned layer is smaller and, at high sparsity,
+    faster than dense.
 
     The weight and bias are frozen (no gradients); gradients do flow to the input, so layers before a SparseLinear
     can still be trained. The buffers follow the module through ``.to(device)`` and ``state_dict()``.
@@ -32,6 +33,7 @@ class SparseLinear(nn.Module):
         self.register_buffer("indptr", weight.indptr)
         self.register_buffer("indices", weight.indices)
         self.register_buffer("values", weight.values)
+        self.register_buffer("scale", weight.scale)  # None (and absent from state_dict) for float values
         if bias is not None:
             if bias.shape != (self.out_features,):
                 raise ValueError(f"bias: expected shape ({self.out_features},), got {tuple(bias.shape)}")
@@ -40,15 +42,19 @@ class SparseLinear(nn.Module):
             self.register_parameter("bias", None)
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, *, sparsity: Optional[Union[float, int]] = None) -> "SparseLinear":
+    def from_dense(cls, linear: nn.Linear, *, sparsity: Optional[Union[float, int]] = None,
+                   dtype: Optional[torch.dtype] = None) -> "SparseLinear":
         """A SparseLinear computing what ``linear`` computes. With ``sparsity``, the weight (a copy; ``linear`` is
         untouched) is first magnitude-pruned to that fraction (or count) of zeros; without it the existing zeros
-        are dropped.
+        are dropped. ``dtype``: the stored values' dtype (see :meth:`fastdistill.SparseWeight.from_dense`);
+        ``torch.int8`` quantizes them per row (approximate), float dtypes are exact.
 
         Example::
 
             >>> fastdistill.nn.SparseLinear.from_dense(nn.Linear(64, 32), sparsity=0.75).weight.nnz
             512
+            >>> fastdistill.nn.SparseLinear.from_dense(nn.Linear(64, 32), sparsity=0.75, dtype=torch.int8).scale.shape
+            torch.Size([32])
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
@@ -56,13 +62,15 @@ class SparseLinear(nn.Module):
         if sparsity is not None:
             w = w.clone()
             pruning.prune_(w, sparsity)
-        dtype = torch.float32 if w.dtype == torch.float64 else None  # fp64 layers are rounded to fp32 on purpose
+        if dtype is None and w.dtype == torch.float64:
+            dtype = torch.float32  # fp64 layers are rounded to fp32 on purpose
         return cls(SparseWeight.from_dense(w, dtype), linear.bias)
 
     @property
     def weight(self) -> SparseWeight:
         """The CSR weight (a view of the buffers)."""
-        return SparseWeight._trusted(self.indptr, self.indices, self.values, (self.out_features, self.in_features))
+        return SparseWeight._trusted(self.indptr, self.indices, self.values, (self.out_features, self.in_features),
+                                     self.scale)
 
     def to_linear(self) -> nn.Linear:
         """The equivalent dense ``nn.Linear``."""
