@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import _ops
 from ._convert import ArrayLike, check_float, like_input, to_tensor
-from ._dispatch import backend_unavailable_reason, dispatch, get_backend
+from ._dispatch import backend_unavailable_reason, get_backend
 from .quantization import QuantizedTensor
 
 
@@ -101,15 +101,6 @@ def prepack_int8_weight(b: "ArrayLike | QuantizedTensor", scale: Optional[ArrayL
     return w
 
 
-def _call(op: str, *args: object) -> Tensor:
-    """Runs the custom op ``op`` (``_ops``) on contiguous inputs. Eager calls go straight to its dispatch: the custom
-    op's own dispatcher round trip costs about 30 us, twice the whole M = 1 linear kernel. Under torch.compile the
-    custom op is called, so the graph holds it."""
-    if torch.compiler.is_compiling():
-        return getattr(_ops, op)(*args)
-    return dispatch(op, *args)
-
-
 def _check_int8_matrix(t: Tensor, name: str) -> None:
     if t.dtype != torch.int8:
         raise TypeError(f"{name}: expected an int8 tensor, got {t.dtype}")
@@ -134,14 +125,14 @@ def int8_mm(a: ArrayLike, b: "ArrayLike | PackedInt8Weight") -> ArrayLike:
             raise ValueError(f"b: expected {ta.shape[1]} rows (a has {ta.shape[1]} columns), got {b.shape[0]}")
         if b.codes.device != ta.device:
             raise ValueError(f"b: on {b.codes.device}, a on {ta.device}")
-        return like_input(_call("int8_mm_packed", ta.detach().contiguous(), b.codes, b.packed, b.comp), a)
+        return like_input(_ops.call("int8_mm_packed", ta.detach().contiguous(), b.codes, b.packed, b.comp), a)
     tb = to_tensor(b, "b")
     _check_int8_matrix(tb, "b")
     if tb.shape[0] != ta.shape[1]:
         raise ValueError(f"b: expected {ta.shape[1]} rows (a has {ta.shape[1]} columns), got shape {tuple(tb.shape)}")
     if tb.device != ta.device:
         raise ValueError(f"b: on {tb.device}, a on {ta.device}")
-    return like_input(_call("int8_mm", ta.detach().contiguous(), tb.detach().contiguous()), a)
+    return like_input(_ops.call("int8_mm", ta.detach().contiguous(), tb.detach().contiguous()), a)
 
 
 def int8_linear(x: ArrayLike, qweight: PackedInt8Weight, bias: Optional[ArrayLike] = None) -> ArrayLike:
@@ -195,5 +186,5 @@ def linear_checked(x: Tensor, qweight: PackedInt8Weight, bias: Optional[Tensor])
             # What dispatch would run (native is first on CPU) without its per-call checks, made when the weight
             # was packed: at M = 1 that Python costs more than the kernel itself.
             return linear_prepacked(x2, qweight.native_args, bias).reshape(*x.shape[:-1], n)
-    out = _call("int8_linear", x2, qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
+    out = _ops.call("int8_linear", x2, qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
     return out.reshape(*x.shape[:-1], n)

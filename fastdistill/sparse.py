@@ -31,7 +31,6 @@ import torch
 
 from . import _ops
 from ._convert import check_float, like_input, to_tensor
-from ._dispatch import dispatch
 from .backends._csr import VALUE_DTYPES, check_components, check_scale, columns, dequantized
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
@@ -214,13 +213,9 @@ class SparseWeight:
 
 
 def _call(op: str, x: torch.Tensor, *args: object) -> torch.Tensor:
-    """Runs the custom op ``op`` (``_ops``) on ``args`` (contiguous), ``x`` being its activation among them. Eager
-    calls that need no gradient go straight to its dispatch: the custom op's own dispatcher round trip costs about
-    40 us, a tenth of the M = 1 kernel at 0.9 sparsity. Under torch.compile, for tensor subclasses and when a
-    gradient must flow to ``x``, the custom op is called."""
-    if torch.compiler.is_compiling() or type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()):
-        return getattr(_ops, op)(*args)
-    return dispatch(op, *args)
+    """Op ``op`` on ``args``, ``x`` being its activation: through the custom op (for autograd) when a gradient must
+    flow to ``x`` or ``x`` is a tensor subclass."""
+    return _ops.call(op, *args, autograd=type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()))
 
 
 def _check_weight(w_sparse: object) -> SparseWeight:
