@@ -129,7 +129,8 @@ def test_bucket_matches_the_full_kl_when_entries_hold_all_mass(backend, gen):
     t[:, 20:] = -math.inf
     lp = F.log_softmax(t.double(), -1)
     idx = torch.arange(20).expand(5, 20)
-    want = fd.kd_loss(s.double(), lp, None, alpha=1.0, teacher_log_probs=True)
+    with fd.use_backend("python"):
+        want = fd.kd_loss(s.double(), lp, None, alpha=1.0, teacher_log_probs=True)
     for values, tail in KINDS:
         val = {"logits": t[:, :20], "log_probs": lp[:, :20], "probs": lp[:, :20].exp()}[values].float()
         got = fd.sparse_kd_loss(s.to(backend), idx.to(backend), val.to(backend), values=values, tail=tail,
@@ -320,3 +321,30 @@ def test_backward_twice_through_a_retained_graph(backend, gen):
         (g1,) = torch.autograd.grad(loss, s, w, retain_graph=True)
         (g2,) = torch.autograd.grad(loss, s, w)
         assert torch.equal(g1, g2)
+
+
+def test_native_checks_arguments_itself():
+    from fastdistill._dispatch import backend_unavailable_reason
+
+    if backend_unavailable_reason("native") is not None:
+        pytest.skip("native backend unavailable")
+    from fastdistill import _C
+
+    s = np.zeros((2, 5), np.float32)
+    idx, val, out = np.zeros((2, 3), np.int64), np.zeros((2, 3), np.float32), np.zeros(2, np.float32)
+    args = dict(sampling_probs=None, target=None, temperature=1.0, alpha=0.5, kind=0, bucket=False,
+                ignore_index=-100, scale=1.0, grad=None, row_loss=out)
+    with pytest.raises(ValueError, match="indices"):
+        _C.sparse_kd_loss(s, np.array([[0, 1, 5], [0, 1, 2]]), val, **args)
+    with pytest.raises(ValueError, match="indices"):
+        _C.sparse_kd_loss(s, np.array([[0, 1, -1], [0, 1, 2]]), val, **args)
+    with pytest.raises(TypeError, match="indices"):
+        _C.sparse_kd_loss(s, idx.astype(np.int32), val, **args)
+    with pytest.raises(ValueError, match="values"):
+        _C.sparse_kd_loss(s, idx, val[:, :2], **args)
+    with pytest.raises(ValueError, match="sampling_probs"):
+        _C.sparse_kd_loss(s, idx, val, **dict(args, sampling_probs=np.ones((2, 2), np.float32)))
+    with pytest.raises(ValueError, match="target"):
+        _C.sparse_kd_loss(s, idx, val, **dict(args, target=np.array([0, 5])))
+    with pytest.raises(TypeError, match="grad"):
+        _C.sparse_kd_loss(s, idx, val, **dict(args, grad=np.zeros((2, 5), np.float64)))
