@@ -138,10 +138,10 @@ FD_INLINE void for_chunks(int64_t V, Body body) {
   for (int64_t off = 0; off < V; off += kChunk) body(off, V - off < kChunk ? V - off : kChunk);
 }
 
-// Adds sum exp((x - m) * inv_t) to *z and, when with_t1, sum exp(x - m) to *z1, accumulating the chunk in Acc.
-template <typename Acc>
+// Adds sum exp((x - m) * inv_t) to *z and, when with_t1, sum exp(x - m) to *z1 (a chunk is summed in fp32: a
+// double accumulator keeps the loop from vectorizing).
 FD_INLINE void add_exp_sums(const float* x, int64_t n, float m, float inv_t, bool with_t1, double* z, double* z1) {
-  Acc a = 0, b = 0;
+  float a = 0, b = 0;
 #pragma omp simd reduction(+ : a)
   for (int64_t i = 0; i < n; ++i) a += fexp((x[i] - m) * inv_t);
   *z += a;
@@ -167,7 +167,7 @@ struct Online {
       z1 *= fexp(m - cm);
       m = cm;
     }
-    add_exp_sums<float>(x, n, m, inv_t, with_t1, &z, &z1);
+    add_exp_sums(x, n, m, inv_t, with_t1, &z, &z1);
   }
 };
 
@@ -388,17 +388,24 @@ static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs
   }
 }
 
+// Sets *y to row r's target (-1 without targets); a row whose target is ignore_index gets loss 0 and a zero
+// gradient, and true is returned.
+template <typename Problem>
+FD_INLINE bool ignored_row(const Problem& P, int64_t r, void* grow, int64_t* y) {
+  *y = P.target ? P.target[r] : -1;
+  if (!P.target || *y != P.ignore_index) return false;
+  P.row_loss[r] = 0.0f;
+  if (grow) std::memset(grow, 0, static_cast<size_t>(P.V * elem_size(P.ds)));
+  return true;
+}
+
 static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* bg) {
   const int64_t V = P.V;
   const void* srow = static_cast<const char*>(P.s) + r * V * elem_size(P.ds);
   const void* trow = P.div == Divergence::None ? nullptr : static_cast<const char*>(P.t) + r * V * elem_size(P.dt);
   void* grow = P.grad ? static_cast<char*>(P.grad) + r * V * elem_size(P.ds) : nullptr;
-  const int64_t y = P.target ? P.target[r] : -1;
-  if (P.target && y == P.ignore_index) {
-    P.row_loss[r] = 0.0f;
-    if (grow) std::memset(grow, 0, static_cast<size_t>(V * elem_size(P.ds)));
-    return;
-  }
+  int64_t y;
+  if (ignored_row(P, r, grow, &y)) return;
   const bool ce = y >= 0 && P.alpha < 1.0f;
   const bool kd = P.div != Divergence::None;
   const bool sep1 = ce && P.temperature != 1.0f;
@@ -446,7 +453,7 @@ void kd_rows(const KdProblem& P, int64_t r0, int64_t r1) {
 // Sparse teacher (fastdistill.sparse_kd_loss): per row K entries (i_k, p_k). Per row, with the student's row x:
 //   the teacher's K entries, in double (K is small): p_k, log p_k, and the sorted indices of the entries with p > 0;
 //   pass 1  max of x outside the entries (the whole row unless tail = bucket);
-//   pass 2  sum of exp over the same elements (in double), relative to that max: with the entries' own terms
+//   pass 2  sum of exp over the same elements, relative to that max: with the entries' own terms
 //           this gives the normaliser, and for the bucket the student's tail mass q_b without cancellation or
 //           underflow (q_b is summed, not taken as 1 - sum_k q_k);
 //   pass 3  the gradient, the same expression at every element (q_j times a constant, minus the bucket's share
@@ -528,12 +535,8 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
   const int64_t V = P.V, K = P.K;
   const void* srow = static_cast<const char*>(P.s) + r * V * elem_size(P.ds);
   void* grow = P.grad ? static_cast<char*>(P.grad) + r * V * elem_size(P.ds) : nullptr;
-  const int64_t y = P.target ? P.target[r] : -1;
-  if (P.target && y == P.ignore_index) {
-    P.row_loss[r] = 0.0f;
-    if (grow) std::memset(grow, 0, static_cast<size_t>(V * elem_size(P.ds)));
-    return;
-  }
+  int64_t y;
+  if (ignored_row(P, r, grow, &y)) return;
   const bool ce = y >= 0 && P.alpha < 1.0f;
   const bool sep1 = ce && P.temperature != 1.0f;
   const bool kd = P.alpha > 0.0f;
@@ -589,7 +592,7 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
   double zb = 0.0, zb1 = 0.0;
   if (nh < V) {
     for_gap_chunks(w.holes, nh, V, [&](int64_t off, int64_t cn) {
-      add_exp_sums<double>(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, sep1, &zb, &zb1);
+      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, sep1, &zb, &zb1);
     });
   }
   float m = mb;
