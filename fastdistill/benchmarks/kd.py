@@ -1,7 +1,9 @@
 """Distillation-loss benchmarks: fused ``kd_loss`` forward + backward against the usual torch expression
 ``F.kl_div(F.log_softmax(s/T), F.log_softmax(t/T), log_target=True, "batchmean") * T^2 * alpha + (1 - alpha) *
-F.cross_entropy(s, y)``, and the peak extra memory of both (resident-set high-water mark of a fresh child process,
-in units of one fp32 logits tensor; the student's gradient, kept in ``.grad``, counts as 1.0)."""
+F.cross_entropy(s, y)``; ``sparse_kd_loss`` against a cached top-K teacher, against the same loss written in torch
+(log_softmax, gather, and the scatter of gather's backward); and the peak extra memory of each (resident-set
+high-water mark of a fresh child process, in units of one fp32 logits tensor; the student's gradient, kept in
+``.grad``, counts as 1.0)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +19,7 @@ from ..bench import Row, compare, suite
 
 T, ALPHA = 2.0, 0.5
 SHAPES = [(1024, 32000), (4096, 1000), (256, 128256)]
+SPARSE_SHAPE, TOP_K = (1024, 32000), 64
 
 
 def naive_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -34,27 +37,48 @@ def inputs(B: int, V: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return s, torch.randn(B, V, generator=g) * 4, torch.randint(0, V, (B,), generator=g)
 
 
-def step(loss_fn, s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> None:
+def sparse_naive_loss(s: torch.Tensor, idx: torch.Tensor, lp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The top-K teacher (log-probabilities lp at idx), renormalised: KL(p_hat || q) * T^2 * alpha + (1 - alpha) CE."""
+    p_hat = F.softmax(lp, -1)
+    kl = (p_hat * (p_hat.log() - F.log_softmax(s / T, -1).gather(-1, idx))).sum() / s.shape[0]
+    return kl * T * T * ALPHA + (1 - ALPHA) * F.cross_entropy(s, y)
+
+
+def sparse_ours_loss(s: torch.Tensor, idx: torch.Tensor, lp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return fd.sparse_kd_loss(s, idx, lp, y, values="log_probs", temperature=T, alpha=ALPHA)
+
+
+def sparse_inputs(B: int, V: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    s, t, y = inputs(B, V)
+    top = F.log_softmax(t / T, -1).topk(min(TOP_K, V), -1)
+    return s, top.indices, top.values, y
+
+
+CASES = {"ours": (inputs, ours_loss), "naive": (inputs, naive_loss), "sparse_ours": (sparse_inputs, sparse_ours_loss),
+         "sparse_naive": (sparse_inputs, sparse_naive_loss)}
+
+
+def step(loss_fn, s: torch.Tensor, *rest: torch.Tensor) -> None:
     s.grad = None
-    loss_fn(s, t, y).backward()
+    loss_fn(s, *rest).backward()
 
 
 _CHILD = """
 import gc, sys, torch
-from fastdistill.benchmarks.kd import inputs, naive_loss, ours_loss, step
+from fastdistill.benchmarks.kd import CASES, step
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
 B, V, which = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-fn = ours_loss if which == "ours" else naive_loss
-step(fn, *inputs(2, V))  # warm-up (thread pools, lazy init) on small inputs: big frees would leave the allocator
+make, fn = CASES[which]
+step(fn, *make(2, V))  # warm-up (thread pools, lazy init) on small inputs: big frees would leave the allocator
 gc.collect()              # holding resident memory that the measured step then reuses unseen
-s, t, y = inputs(B, V)
+args = make(B, V)
 base = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")  # resets VmHWM to the current RSS
-step(fn, s, t, y)
+step(fn, *args)
 print((status("VmHWM:") - base) / (B * V * 4))
 """
 
@@ -67,14 +91,24 @@ def peak_extra_memory(B: int, V: int, which: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _memory_note(B: int, V: int, ours: str, naive: str, quick: bool) -> str:
+    if quick:
+        return ""
+    return (f" peak extra mem: ours {peak_extra_memory(B, V, ours):.2f}x, naive "
+            f"{peak_extra_memory(B, V, naive):.2f}x logits")
+
+
 @suite("kd")
 def kd_suite(quick: bool) -> Iterator[Row]:
     for B, V in SHAPES[:1] if quick else SHAPES:
         s, t, y = inputs(B, V)
-        mem = ""
-        if not quick:
-            mem = (f" peak extra mem: ours {peak_extra_memory(B, V, 'ours'):.2f}x, naive "
-                   f"{peak_extra_memory(B, V, 'naive'):.2f}x logits")
+        mem = _memory_note(B, V, "ours", "naive", quick)
         yield compare("kd", f"{B}x{V} fp32 fwd+bwd T={T:g} alpha={ALPHA:g}{mem}", lambda: step(ours_loss, s, t, y),
                       lambda: step(naive_loss, s, t, y), ours_name="kd_loss", peer_name="kl_div(log_softmax)+CE",
                       target=">=5x peer, <=1.2x logits extra memory", repeat=6)
+    B, V = SPARSE_SHAPE
+    args = sparse_inputs(B, V)
+    mem = _memory_note(B, V, "sparse_ours", "sparse_naive", quick)
+    yield compare("kd", f"{B}x{V} top-{TOP_K} teacher fp32 fwd+bwd T={T:g} alpha={ALPHA:g}{mem}",
+                  lambda: step(sparse_ours_loss, *args), lambda: step(sparse_naive_loss, *args),
+                  ours_name="sparse_kd_loss", peer_name="log_softmax+gather+CE", repeat=6)
