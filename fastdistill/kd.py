@@ -207,6 +207,7 @@ def sparse_kd_loss(
     "sum", "none") mean exactly what they mean for :func:`kd_loss`. The gradient is computed in the forward pass
     (only when autograd needs it) and backward only scales it; nothing else of the logits' size is allocated.
     Student logits may be float32/bfloat16/float16 (accumulated in fp32; the gradient has their dtype) or float64;
+    the teacher's values and ``sampling_probs`` may be any float dtype (the native kernel reads them as float32);
     numpy inputs give a numpy result; non-contiguous inputs are fine.
 
     Example::
