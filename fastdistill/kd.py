@@ -237,27 +237,6 @@ def sparse_kd_loss(
     if values == "logits" and tail != "none":
         raise ValueError("tail: 'bucket' needs the teacher's probabilities (values='log_probs' or 'probs'); with "
                          "values='logits' the tail mass is unknown")
-    # Few passes over the (rows, K) arrays: on a busy machine each small parallel torch op costs a thread wake-up.
-    if idx.numel():
-        lo, hi = (int(v) for v in torch.aminmax(idx))
-        if lo < 0 or hi >= V:
-            raise ValueError(f"teacher_indices: index {lo if lo < 0 else hi} is out of range [0, {V})")
-    if values == "logits":
-        if val.numel() and not float(val.max()) < math.inf:  # NaN propagates through max
-            raise ValueError(f"teacher_values: expected logits below +inf, without NaN; got {float(val.max())}")
-        live = val > -math.inf
-    else:
-        p = val.double().exp() if values == "log_probs" else val.double()
-        if p.numel():
-            lo_p, hi_p = (float(v) for v in torch.aminmax(p))
-            if not (lo_p >= 0 and hi_p <= 1):  # NaN fails too
-                raise ValueError(f"teacher_values: expected probabilities in [0, 1] (log-probabilities <= 0), "
-                                 f"without NaN; got probabilities from {lo_p} to {hi_p}")
-            tol = 1e-2 if val.dtype in (torch.float16, torch.bfloat16) else 1e-4
-            if sampling_probs is None and float(p.sum(-1).max()) > 1 + tol:
-                raise ValueError(f"teacher_values: a row's probabilities sum to more than 1 (+{tol:g}); give "
-                                 "full-vocabulary-normalised, already-tempered probabilities")
-        live = p > 0
     r = None
     if sampling_probs is not None:
         r = to_tensor(sampling_probs, "sampling_probs")
@@ -267,18 +246,54 @@ def sparse_kd_loss(
                              f"{s.device}, got {tuple(r.shape)} on {r.device}")
         if values == "logits" or tail != "none":
             raise ValueError("sampling_probs: needs values='log_probs' or 'probs' and tail='none'")
-        lo_r, hi_r = (float(v) for v in torch.aminmax(r)) if r.numel() else (1.0, 1.0)
-        if not (lo_r > 0 and hi_r <= 1):  # NaN fails too
-            raise ValueError("sampling_probs: expected probabilities in (0, 1]")
         r = r.detach()
-    else:
-        # a duplicate among the live entries: sort them (padding gets distinct negative keys) and compare neighbours
-        pad = -1 - torch.arange(idx.shape[-1], device=idx.device)
-        keys = torch.where(live, idx.to(torch.int64), pad).sort(-1).values
-        if bool((keys[..., 1:] == keys[..., :-1]).any()):
-            raise ValueError("teacher_indices: an index appears twice in a row (allowed only with sampling_probs)")
+    with np.errstate(all="ignore"):  # exp overflow and NaN are what the checks report
+        _check_sparse_teacher(idx, val, r, values, V)
     temperature, alpha, reduction, y = _common_args(s, target, temperature, alpha, ignore_index, reduction)
     compute_grad = torch.is_grad_enabled() and s.requires_grad
     loss = _ops.sparse_kd_loss(s, idx, val.detach(), r, y, temperature, alpha, values, tail, int(ignore_index),
                                reduction, compute_grad)[0]
     return _result(loss, student_logits, reduction)
+
+
+def _check_sparse_teacher(idx: torch.Tensor, val: torch.Tensor, r: Optional[torch.Tensor], values: str,
+                          V: int) -> None:
+    """The checks of the (rows, K) teacher arrays that need their contents: index range, value range (no NaN),
+    row sums <= 1 (+ tolerance), sampling probabilities in (0, 1], and no index twice among a row's live entries
+    (without sampling). CPU arrays are checked with numpy: single-threaded, where each small parallel torch op can
+    cost milliseconds of thread wake-up on a busy machine."""
+    if math.prod(idx.shape) == 0:
+        return
+    cpu = idx.device.type == "cpu"
+    xp = np if cpu else torch
+    tol = 1e-2 if val.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    if cpu:
+        idx, val = idx.detach().numpy(), (val.float() if val.dtype == torch.bfloat16 else val).detach().numpy()
+        r = None if r is None else (r.float() if r.dtype == torch.bfloat16 else r).numpy()
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= V:
+        raise ValueError(f"teacher_indices: index {lo if lo < 0 else hi} is out of range [0, {V})")
+    if values == "logits":
+        if not float(val.max()) < math.inf:  # NaN propagates through max
+            raise ValueError(f"teacher_values: expected logits below +inf, without NaN; got {float(val.max())}")
+        live = val > -math.inf
+    else:
+        p = val.astype(np.float64) if cpu else val.double()
+        p = xp.exp(p) if values == "log_probs" else p
+        lo_p, hi_p = float(p.min()), float(p.max())
+        if not (lo_p >= 0 and hi_p <= 1):  # NaN fails too
+            raise ValueError(f"teacher_values: expected probabilities in [0, 1] (log-probabilities <= 0), without "
+                             f"NaN; got probabilities from {lo_p} to {hi_p}")
+        if r is None and float(p.sum(-1).max()) > 1 + tol:
+            raise ValueError(f"teacher_values: a row's probabilities sum to more than 1 (+{tol:g}); give "
+                             "full-vocabulary-normalised, already-tempered probabilities")
+        live = p > 0
+    if r is not None:
+        if not (float(r.min()) > 0 and float(r.max()) <= 1):  # NaN fails too
+            raise ValueError("sampling_probs: expected probabilities in (0, 1]")
+        return
+    # a duplicate among the live entries: sort them (padding gets distinct negative keys), compare neighbours
+    pad = -1 - xp.arange(idx.shape[-1])
+    keys = np.sort(np.where(live, idx, pad), -1) if cpu else torch.where(live, idx, pad.to(idx.device)).sort(-1)[0]
+    if bool((keys[..., 1:] == keys[..., :-1]).any()):
+        raise ValueError("teacher_indices: an index appears twice in a row (allowed only with sampling_probs)")
