@@ -10,7 +10,7 @@ from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
 from . import compress, nn
 from .fused_linear_kd import fused_linear_kd_loss
-from .kd import kd_loss
+from .kd import kd_loss, sparse_kd_loss
 from .int8 import PackedInt8Weight, int8_linear, int8_mm, prepack_int8_weight
 from .pruning import (
     channel_mask,
@@ -52,6 +52,7 @@ __all__ = [
     "random_mask",
     "save",
     "set_backend",
+    "sparse_kd_loss",
     "sparse_linear",
     "SparseWeight",
     "spmm",

@@ -6,6 +6,7 @@ them. The implementations here only normalise layout (backends receive contiguou
 """
 from __future__ import annotations
 
+import sys
 from typing import List, Optional, Tuple
 
 import torch
@@ -19,7 +20,7 @@ def call(op: str, *args: object, autograd: bool = False) -> Tensor:
     own dispatcher round trip costs 30-40 us, as much as a whole M = 1 linear kernel. Under torch.compile (so the
     graph holds the op) and when ``autograd`` is asked for, the custom op itself is called."""
     if autograd or torch.compiler.is_compiling():
-        return globals()[op](*args)
+        return getattr(sys.modules[__name__], op)(*args)  # (globals() cannot be traced by dynamo)
     return dispatch(op, *args)
 
 # --------------------------------------------------------------------------------------------------------------
@@ -163,6 +164,12 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperat
     div = "none" if alpha == 0 else divergence
     row_loss, grad = dispatch("kd_loss", s, t, y, temperature, alpha, div, beta, ignore_index, scale,
                               teacher_log_probs, compute_grad)
+    return _kd_outputs(student, row_loss, grad, reduction, scale)
+
+
+def _kd_outputs(student: Tensor, row_loss: Tensor, grad: Optional[Tensor], reduction: str,
+                scale: float) -> Tuple[Tensor, Tensor]:
+    """The loss (reduced from the per-row losses) and the gradient in the student's shape and layout."""
     dtype = _kd_loss_dtype(student)
     if reduction == "none":
         loss = row_loss.to(dtype).reshape(student.shape[:-1])
@@ -173,53 +180,89 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperat
     return loss, _like(grad.reshape(student.shape), student)
 
 
-@kd_loss.register_fake
-def _(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: float, alpha: float,
-      divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
-      compute_grad: bool) -> Tuple[Tensor, Tensor]:
+def _kd_fake(student: Tensor, reduction: str, compute_grad: bool) -> Tuple[Tensor, Tensor]:
     shape = student.shape[:-1] if reduction == "none" else ()
     grad = torch.empty_like(student) if compute_grad else student.new_empty((0,))
     return student.new_empty(shape, dtype=_kd_loss_dtype(student)), grad
 
 
-def _kd_setup_context(ctx, inputs, output) -> None:
-    # The gradient buffer is handed to the first backward (no copy: a reference kept here would make autograd clone
-    # it into a leaf's .grad, doubling peak memory); the inputs are kept, by reference, only to recompute it should
-    # backward run again through a retained graph.
-    student, teacher, target = inputs[:3]
-    ctx.save_for_backward(student, teacher, target)
-    ctx.args = inputs[3:10]
-    ctx.grad = [output[1]]
-    ctx.mark_non_differentiable(output[1])
-    ctx.set_materialize_grads(False)  # else autograd passes backward a logits-sized zeros tensor for output[1]
+@kd_loss.register_fake
+def _(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: float, alpha: float,
+      divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
+      compute_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _kd_fake(student, reduction, compute_grad)
 
 
-def _kd_backward(ctx, grad_loss: Optional[Tensor], _grad_grad: Optional[Tensor]):
-    if grad_loss is None:
-        return (None,) * 11
-    if ctx.grad:
-        grad = ctx.grad.pop()
-    else:
-        student, teacher, target = ctx.saved_tensors
-        grad = kd_loss(student, teacher, target, *ctx.args, True)[1]
-    if grad.numel() == 0 and grad_loss.numel() > 0:
-        raise RuntimeError("fastdistill::kd_loss was called with compute_grad=False; its gradient was not computed")
-    # Eager: scale the buffer we now own in place. Traced (torch.compile / AOT): out of place, and no branch on the
-    # value; on CUDA no host sync either.
-    traced = type(grad_loss) is not torch.Tensor
-    if ctx.args[-2] == "none":  # reduction
-        factor = grad_loss.unsqueeze(-1).to(grad.dtype)
-        grad = grad * factor if traced else grad.mul_(factor)
-    elif traced:
-        grad = grad * grad_loss
-    elif grad_loss.device.type != "cpu":
-        grad = grad.mul_(grad_loss)
-    elif float(grad_loss) != 1.0:  # the usual loss.backward() passes 1: the gradient is final, skip a pass over it
-        grad = grad.mul_(float(grad_loss))
-    return grad, None, None, None, None, None, None, None, None, None, None
+def _register_grad_in_forward(op, n_tensors: int, reduction_at: int) -> None:
+    """Autograd for an op ``(tensor inputs..., other args..., compute_grad) -> (loss, grad)`` whose forward already
+    computed ``grad``, the gradient of the loss w.r.t. its first input: backward only scales it. The first
+    ``n_tensors`` inputs are tensors; ``inputs[reduction_at]`` is the reduction ("none": a per-row loss)."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        # The gradient buffer is handed to the first backward (no copy: a reference kept here would make autograd
+        # clone it into a leaf's .grad, doubling peak memory); the inputs are kept, by reference, only to recompute
+        # it should backward run again through a retained graph.
+        ctx.save_for_backward(*inputs[:n_tensors])
+        ctx.args = inputs[n_tensors:-1]
+        ctx.per_row = inputs[reduction_at] == "none"
+        ctx.grad = [output[1]]
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # else autograd passes backward a logits-sized zeros tensor for output[1]
+
+    def backward(ctx, grad_loss: Optional[Tensor], _grad_grad: Optional[Tensor]):
+        nones = (None,) * (n_tensors + len(ctx.args))
+        if grad_loss is None:
+            return (None,) + nones
+        grad = ctx.grad.pop() if ctx.grad else op(*ctx.saved_tensors, *ctx.args, True)[1]
+        if grad.numel() == 0 and grad_loss.numel() > 0:
+            raise RuntimeError(f"{op._qualname} was called with compute_grad=False; its gradient was not computed")
+        # Eager: scale the buffer we now own in place. Traced (torch.compile / AOT): out of place, and no branch on
+        # the value; on CUDA no host sync either.
+        traced = type(grad_loss) is not torch.Tensor
+        if ctx.per_row:
+            factor = grad_loss.unsqueeze(-1).to(grad.dtype)
+            grad = grad * factor if traced else grad.mul_(factor)
+        elif traced:
+            grad = grad * grad_loss
+        elif grad_loss.device.type != "cpu":
+            grad = grad.mul_(grad_loss)
+        elif float(grad_loss) != 1.0:  # the usual loss.backward() passes 1: the gradient is final, skip a pass
+            grad = grad.mul_(float(grad_loss))
+        return (grad,) + nones
+
+    op.register_autograd(backward, setup_context=setup_context)
 
 
-kd_loss.register_autograd(_kd_backward, setup_context=_kd_setup_context)
+_register_grad_in_forward(kd_loss, 3, 8)
+
+
+@torch.library.custom_op("fastdistill::sparse_kd_loss", mutates_args=())
+def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_probs: Optional[Tensor],
+                   target: Optional[Tensor], temperature: float, alpha: float, values_kind: str, tail: str,
+                   ignore_index: int, reduction: str, compute_grad: bool) -> Tuple[Tensor, Tensor]:
+    """(loss, grad) of the distillation loss against a sparse teacher (K entries per row: ``indices`` with their
+    ``values``, and ``sampling_probs`` for importance-sampled entries), as :func:`kd_loss`. Arguments are
+    validated by :func:`fastdistill.sparse_kd_loss`."""
+    V, K = student.shape[-1], indices.shape[-1]
+    s = student.contiguous().reshape(-1, V)
+    idx = indices.contiguous().reshape(-1, K)
+    val = values.contiguous().reshape(-1, K)
+    r = None if sampling_probs is None else sampling_probs.contiguous().reshape(-1, K)
+    y = None if target is None else target.contiguous().reshape(-1)
+    scale = kd_reduction_scale(student, target, ignore_index, reduction)
+    row_loss, grad = dispatch("sparse_kd_loss", s, idx, val, r, y, temperature, alpha, values_kind, tail,
+                              ignore_index, scale, compute_grad)
+    return _kd_outputs(student, row_loss, grad, reduction, scale)
+
+
+@sparse_kd_loss.register_fake
+def _(student: Tensor, indices: Tensor, values: Tensor, sampling_probs: Optional[Tensor], target: Optional[Tensor],
+      temperature: float, alpha: float, values_kind: str, tail: str, ignore_index: int, reduction: str,
+      compute_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _kd_fake(student, reduction, compute_grad)
+
+
+_register_grad_in_forward(sparse_kd_loss, 5, 10)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from torch import Tensor
 from ._convert import check_float
 from ._dispatch import dispatch
 from ._ops import kd_reduction_scale
-from .kd import check_kd_options, check_target
+from .kd import check_divergence, check_options, check_target
 
 _CHUNK_ELEMENTS = 1 << 22  # one chunk of logits: 4 Mi elements (16 MiB in fp32)
 
@@ -190,8 +190,8 @@ def fused_linear_kd_loss(
     if len({x.device for x in tensors}) > 1:
         raise ValueError("student_hidden, student_weight, teacher_hidden, teacher_weight and the biases: expected "
                          f"one device, got {sorted({str(x.device) for x in tensors})}")
-    temperature, alpha, divergence, beta, reduction = check_kd_options(temperature, alpha, divergence, beta,
-                                                                       reduction, ignore_index)
+    divergence, beta = check_divergence(divergence, beta)
+    temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, hs.shape[:-1], V, hs.device, ignore_index, alpha)
     if chunk_size is None:
         chunk = default_chunk_size(V)

@@ -44,17 +44,23 @@ def oracle(s, t, y, *, temperature=1.0, alpha=0.5, divergence="kl", beta=0.5, ig
     else:
         lm = torch.logaddexp(lp + math.log(beta), ls + math.log(1 - beta))
         d = beta * kl(lp, lm) + (1 - beta) * kl(ls, lm)
-    row = alpha * T * T * d
+    return with_ce_reduced(s64, alpha * T * T * d, y, alpha=alpha, ignore_index=ignore_index, reduction=reduction,
+                           grad_output=grad_output)
+
+
+def with_ce_reduced(s64, row, y, *, alpha, ignore_index, reduction, grad_output):
+    """Float64 loss and d(loss . grad_output)/ds of the per-row divergences ``row`` (a function of the leaf
+    ``s64``) plus (1 - alpha) CE, reduced as kd_loss documents."""
     valid = torch.ones(row.shape, dtype=torch.bool)
     if y is not None:
         valid = y != ignore_index
-        ce = F.cross_entropy(s64.reshape(-1, s.shape[-1]), y.reshape(-1), ignore_index=ignore_index,
+        ce = F.cross_entropy(s64.reshape(-1, s64.shape[-1]), y.reshape(-1), ignore_index=ignore_index,
                              reduction="none").reshape(row.shape)
         row = torch.where(valid, row + (1 - alpha) * ce, 0.0)
     if reduction == "sum":
         loss = row.sum()
     elif reduction == "batchmean":
-        loss = row.sum() / s.shape[0]
+        loss = row.sum() / s64.shape[0]
     elif reduction == "mean":
         loss = row.sum() / max(1, int(valid.sum()))
     else:
@@ -64,9 +70,9 @@ def oracle(s, t, y, *, temperature=1.0, alpha=0.5, divergence="kl", beta=0.5, ig
     return loss.detach(), g
 
 
-def ours(s, t, y, grad_output=None, **kw):
+def ours(s, t, y, grad_output=None, loss_fn=fd.kd_loss, **kw):
     leaf = s.detach().clone().requires_grad_()
-    loss = fd.kd_loss(leaf, t, y, **kw)
+    loss = loss_fn(leaf, t, y, **kw)
     w = torch.ones_like(loss) if grad_output is None else grad_output.to(loss.dtype)
     if kw.get("reduction", "batchmean") == "none":
         loss.backward(w)

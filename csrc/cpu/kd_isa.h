@@ -25,15 +25,54 @@ struct KdProblem {
 
 using KdRowsFn = void (*)(const KdProblem&, int64_t, int64_t);
 
-namespace scalar { void kd_rows(const KdProblem&, int64_t, int64_t); }
-namespace avx2 { void kd_rows(const KdProblem&, int64_t, int64_t); }
-namespace avx512 { void kd_rows(const KdProblem&, int64_t, int64_t); }
+// The teacher given sparsely: per row K entries (index, value), see fastdistill.sparse_kd_loss.
+enum class SparseValues : int { Logits = 0, LogProbs = 1, Probs = 2 };
+
+struct SparseKdProblem {
+  const void* s;            // student logits, rows x V, dtype ds
+  DType ds;
+  const int64_t* idx;       // rows x K indices in [0, V)
+  const float* val;         // rows x K teacher logits, log-probabilities or probabilities
+  const float* sprobs;      // rows x K proposal probabilities of importance-sampled entries, or null
+  const int64_t* target;    // rows class indices, or null (no cross-entropy term)
+  int64_t rows, V, K;
+  float temperature, alpha;
+  SparseValues kind;
+  bool bucket;              // the teacher's remaining mass as one extra bin
+  int64_t ignore_index;
+  float scale;
+  void* grad;               // d(scale * row_loss)/d(student), rows x V in dtype ds; null when not wanted
+  float* row_loss;
+};
+
+using SparseKdRowsFn = void (*)(const SparseKdProblem&, int64_t, int64_t);
+
+namespace scalar {
+void kd_rows(const KdProblem&, int64_t, int64_t);
+void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
+}  // namespace scalar
+namespace avx2 {
+void kd_rows(const KdProblem&, int64_t, int64_t);
+void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
+}  // namespace avx2
+namespace avx512 {
+void kd_rows(const KdProblem&, int64_t, int64_t);
+void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
+}  // namespace avx512
 
 inline KdRowsFn kd_rows_fn() {
   switch (simd_level()) {
     case Simd::Avx512: return avx512::kd_rows;
     case Simd::Avx2: return avx2::kd_rows;
     default: return scalar::kd_rows;
+  }
+}
+
+inline SparseKdRowsFn sparse_kd_rows_fn() {
+  switch (simd_level()) {
+    case Simd::Avx512: return avx512::sparse_kd_rows;
+    case Simd::Avx2: return avx2::sparse_kd_rows;
+    default: return scalar::sparse_kd_rows;
   }
 }
 }  // namespace fd

@@ -138,6 +138,20 @@ FD_INLINE void for_chunks(int64_t V, Body body) {
   for (int64_t off = 0; off < V; off += kChunk) body(off, V - off < kChunk ? V - off : kChunk);
 }
 
+// Adds sum exp((x - m) * inv_t) to *z and, when with_t1, sum exp(x - m) to *z1 (a chunk is summed in fp32: a
+// double accumulator keeps the loop from vectorizing).
+FD_INLINE void add_exp_sums(const float* x, int64_t n, float m, float inv_t, bool with_t1, double* z, double* z1) {
+  float a = 0, b = 0;
+#pragma omp simd reduction(+ : a)
+  for (int64_t i = 0; i < n; ++i) a += fexp((x[i] - m) * inv_t);
+  *z += a;
+  if (with_t1) {
+#pragma omp simd reduction(+ : b)
+    for (int64_t i = 0; i < n; ++i) b += fexp(x[i] - m);
+    *z1 += b;
+  }
+}
+
 // Running max m and sum z of exp((x - m) * inv_t) (and z1 of exp(x - m)) over the chunks seen so far; a chunk that
 // raises the max rescales the sums once, so the row is read once.
 struct Online {
@@ -153,16 +167,7 @@ struct Online {
       z1 *= fexp(m - cm);
       m = cm;
     }
-    const float mm = m;
-    float a = 0, b = 0;
-#pragma omp simd reduction(+ : a)
-    for (int64_t i = 0; i < n; ++i) a += fexp((x[i] - mm) * inv_t);
-    z += a;
-    if (with_t1) {
-#pragma omp simd reduction(+ : b)
-      for (int64_t i = 0; i < n; ++i) b += fexp(x[i] - mm);
-      z1 += b;
-    }
+    add_exp_sums(x, n, m, inv_t, with_t1, &z, &z1);
   }
 };
 
@@ -383,17 +388,24 @@ static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs
   }
 }
 
+// Sets *y to row r's target (-1 without targets); a row whose target is ignore_index gets loss 0 and a zero
+// gradient, and true is returned.
+template <typename Problem>
+FD_INLINE bool ignored_row(const Problem& P, int64_t r, void* grow, int64_t* y) {
+  *y = P.target ? P.target[r] : -1;
+  if (!P.target || *y != P.ignore_index) return false;
+  P.row_loss[r] = 0.0f;
+  if (grow) std::memset(grow, 0, static_cast<size_t>(P.V * elem_size(P.ds)));
+  return true;
+}
+
 static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* bg) {
   const int64_t V = P.V;
   const void* srow = static_cast<const char*>(P.s) + r * V * elem_size(P.ds);
   const void* trow = P.div == Divergence::None ? nullptr : static_cast<const char*>(P.t) + r * V * elem_size(P.dt);
   void* grow = P.grad ? static_cast<char*>(P.grad) + r * V * elem_size(P.ds) : nullptr;
-  const int64_t y = P.target ? P.target[r] : -1;
-  if (P.target && y == P.ignore_index) {
-    P.row_loss[r] = 0.0f;
-    if (grow) std::memset(grow, 0, static_cast<size_t>(V * elem_size(P.ds)));
-    return;
-  }
+  int64_t y;
+  if (ignored_row(P, r, grow, &y)) return;
   const bool ce = y >= 0 && P.alpha < 1.0f;
   const bool kd = P.div != Divergence::None;
   const bool sep1 = ce && P.temperature != 1.0f;
@@ -435,6 +447,241 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
 void kd_rows(const KdProblem& P, int64_t r0, int64_t r1) {
   alignas(64) float bs[kChunk], bt[kChunk], bg[kChunk];
   for (int64_t r = r0; r < r1; ++r) kd_row(P, r, bs, bt, bg);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sparse teacher (fastdistill.sparse_kd_loss): per row K entries (i_k, p_k). Per row, with the student's row x:
+//   the teacher's K entries, in double (K is small): p_k, log p_k, and the sorted indices of the entries with p > 0;
+//   pass 1  max of x outside the entries (the whole row unless tail = bucket);
+//   pass 2  sum of exp over the same elements, relative to that max: with the entries' own terms
+//           this gives the normaliser, and for the bucket the student's tail mass q_b without cancellation or
+//           underflow (q_b is summed, not taken as 1 - sum_k q_k);
+//   pass 3  the gradient, the same expression at every element (q_j times a constant, minus the bucket's share
+//           p_b q_j / q_b), then the entries' own values patched in per chunk, before the store.
+// ---------------------------------------------------------------------------------------------------------------
+
+struct SparseEntry {
+  int64_t j;
+  double lp, p;  // teacher log-probability and probability
+};
+
+struct GradFix {
+  int64_t j;
+  float v;  // the entry's gradient (set), or what it adds (importance sampling, where an index may repeat)
+};
+
+template <typename T, typename Less>
+static void shell_sort(T* a, int64_t n, Less less) {
+  for (int64_t gap = n / 2; gap > 0; gap = gap == 2 ? 1 : gap * 5 / 11) {
+    for (int64_t i = gap; i < n; ++i) {
+      const T v = a[i];
+      int64_t k = i;
+      for (; k >= gap && less(v, a[k - gap]); k -= gap) a[k] = a[k - gap];
+      a[k] = v;
+    }
+  }
+}
+
+// body(off, n) over the chunks of [0, V) minus the sorted, distinct holes.
+template <typename Body>
+FD_INLINE void for_gap_chunks(const int64_t* holes, int64_t nh, int64_t V, Body body) {
+  int64_t a = 0;
+  for (int64_t h = 0; h <= nh; ++h) {
+    const int64_t b = h < nh ? holes[h] : V;
+    for (int64_t off = a; off < b; off += kChunk) body(off, b - off < kChunk ? b - off : kChunk);
+    a = b + 1;
+  }
+}
+
+struct SparseScratch {
+  SparseEntry* e;
+  int64_t* holes;
+  GradFix* fix;
+};
+
+// The gradient row: g_j = cq q_j - cb exp(B(x_j)) + cce q1_j (cb: the bucket's p_b / q_b share; q_j / q_b is
+// computed directly so it survives q_b underflowing in fp32), the entries patched in, then the CE's one-hot.
+template <bool Tail, bool Sep1>
+static void sparse_grad(const RowCtx& c, LogSoftmax B, float cq, float cb, const GradFix* fix, int64_t nfix,
+                        bool add, float* bs, float* bg) {
+  const LogSoftmax S = c.ls, S1 = c.ls1;
+  const float cce = c.cce;
+  int64_t f = 0;
+  for_chunks(c.V, [=, &c, &f](int64_t off, int64_t n) {
+    const float* xs = load_chunk(c.s, c.ds, off, n, bs);
+    float* g = grad_chunk(c.g, c.ds, off, bg);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const float q = fexp(S(xs[i]));
+      float v = cq * q;
+      if (Tail) {
+        const float lb = B(xs[i]);
+        v -= cb * fexp(lb < 0.0f ? lb : 0.0f);  // > 0 only at entries, which are overwritten below
+      }
+      g[i] = v + cce * (Sep1 ? fexp(S1(xs[i])) : q);
+    }
+    for (; f < nfix && fix[f].j < off + n; ++f) {
+      if (add) {
+        g[fix[f].j - off] += fix[f].v;
+      } else {
+        g[fix[f].j - off] = fix[f].v;
+      }
+    }
+    finish_grad_chunk(c, off, n, g);
+  });
+}
+
+static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScratch& w, float* bs, float* bg) {
+  const int64_t V = P.V, K = P.K;
+  const void* srow = static_cast<const char*>(P.s) + r * V * elem_size(P.ds);
+  void* grow = P.grad ? static_cast<char*>(P.grad) + r * V * elem_size(P.ds) : nullptr;
+  int64_t y;
+  if (ignored_row(P, r, grow, &y)) return;
+  const bool ce = y >= 0 && P.alpha < 1.0f;
+  const bool sep1 = ce && P.temperature != 1.0f;
+  const bool kd = P.alpha > 0.0f;
+  const bool bucket = P.bucket && !P.sprobs;
+  const float inv_t = 1.0f / P.temperature;
+  auto x_at = [&](int64_t j) {
+    float buf;
+    return *load_chunk(srow, P.ds, j, 1, &buf);
+  };
+
+  // The teacher's entries.
+  const int64_t* idx = P.idx + r * K;
+  const float* val = P.val + r * K;
+  double lse = 0.0;  // logits: log sum exp of the entries / T
+  if (P.kind == SparseValues::Logits) {
+    double m = -HUGE_VAL, z = 0.0;
+    for (int64_t k = 0; k < K; ++k) m = std::max(m, static_cast<double>(val[k]) * inv_t);
+    for (int64_t k = 0; k < K; ++k) z += m == -HUGE_VAL ? 0.0 : std::exp(static_cast<double>(val[k]) * inv_t - m);
+    lse = m + std::log(z);
+  }
+  int64_t n = 0;  // entries with p > 0
+  double mass = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double v = val[k];
+    double lp;
+    if (P.kind == SparseValues::Logits) {
+      lp = lse == -HUGE_VAL ? -HUGE_VAL : v * inv_t - lse;
+    } else {
+      lp = P.kind == SparseValues::LogProbs ? v : std::log(v);
+    }
+    const double p = std::exp(lp);
+    if (!(p > 0.0)) continue;
+    const double wk = P.sprobs ? 1.0 / (static_cast<double>(K) * P.sprobs[r * K + k]) : 1.0;
+    w.e[n++] = {idx[k], lp, p * wk};  // p holds the importance weight p / (K r) when sampled
+    mass += p * wk;
+  }
+  shell_sort(w.e, n, [](const SparseEntry& a, const SparseEntry& b) { return a.j < b.j; });
+  int64_t nh = 0;
+  if (bucket) {
+    for (int64_t k = 0; k < n; ++k)
+      if (nh == 0 || w.holes[nh - 1] != w.e[k].j) w.holes[nh++] = w.e[k].j;
+  }
+
+  // Passes 1 and 2: the student outside the holes (everything unless bucket).
+  float mb = kNegInf;
+  for_gap_chunks(w.holes, nh, V, [&](int64_t off, int64_t cn) {
+    const float* xs = load_chunk(srow, P.ds, off, cn, bs);
+    float cm = mb;
+#pragma omp simd reduction(max : cm)
+    for (int64_t i = 0; i < cn; ++i) cm = xs[i] > cm ? xs[i] : cm;
+    mb = cm;
+  });
+  double zb = 0.0, zb1 = 0.0;
+  if (nh < V) {
+    for_gap_chunks(w.holes, nh, V, [&](int64_t off, int64_t cn) {
+      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, sep1, &zb, &zb1);
+    });
+  }
+  float m = mb;
+  for (int64_t h = 0; h < nh; ++h) m = std::max(m, x_at(w.holes[h]));
+  double z = nh < V ? zb * std::exp((static_cast<double>(mb) - m) * inv_t) : 0.0;
+  double z1 = nh < V ? zb1 * std::exp(static_cast<double>(mb) - m) : 0.0;
+  for (int64_t h = 0; h < nh; ++h) {
+    const double d = static_cast<double>(x_at(w.holes[h])) - m;
+    z += std::exp(d * inv_t);
+    z1 += std::exp(d);
+  }
+  const double lz = std::log(z), lz1 = sep1 ? std::log(z1) : lz;
+
+  RowCtx c;
+  c.s = srow;
+  c.t = nullptr;
+  c.g = grow;
+  c.ds = P.ds;
+  c.dt = P.ds;
+  c.V = V;
+  c.y = ce ? y : -1;
+  c.ls = {m, inv_t, static_cast<float>(lz)};
+  c.ls1 = sep1 ? LogSoftmax{m, 1.0f, static_cast<float>(lz1)} : c.ls;
+  c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
+  const double ckd = kd ? static_cast<double>(P.scale) * P.alpha * P.temperature : 0.0;
+  auto lq_at = [&](int64_t j) { return (static_cast<double>(x_at(j)) - m) * inv_t - lz; };
+
+  // The divergence, and the gradient's constants: g = cq q - cb q / q_b (outside the entries) + fixes.
+  double d = 0.0, cq = 1.0, cb = 0.0, lzb = 0.0;
+  const bool add = P.sprobs != nullptr;
+  if (add) {  // importance-sampled: D = sum w (log p - log q), dD = (sum w) q - scatter_add(w)
+    for (int64_t k = 0; k < n; ++k) d += w.e[k].p * (w.e[k].lp - lq_at(w.e[k].j));
+    cq = mass;
+  } else if (!bucket) {  // renormalised over the entries
+    const double lmass = std::log(mass);
+    for (int64_t k = 0; k < n; ++k) {
+      w.e[k].p /= mass;
+      d += w.e[k].p * (w.e[k].lp - lmass - lq_at(w.e[k].j));
+    }
+    if (n == 0) cq = 0.0;  // no teacher mass: no distillation term
+  } else {
+    double pb = nh < V ? std::max(0.0, 1.0 - mass) : 0.0;  // no bin left: what 1 - mass holds is rounding
+    for (int64_t k = 0; k < n; ++k) d += w.e[k].p * (w.e[k].lp - lq_at(w.e[k].j));
+    if (pb > 0.0) {
+      lzb = std::log(zb);
+      const double lqb = lzb + (static_cast<double>(mb) - m) * inv_t - lz;
+      d += pb * (std::log(pb) - lqb);
+      cb = pb;
+    }
+  }
+  double loss = kd ? static_cast<double>(P.alpha) * P.temperature * P.temperature * d : 0.0;
+  if (ce) loss += (1.0 - P.alpha) * (lz1 - (static_cast<double>(x_at(y)) - m));
+  P.row_loss[r] = static_cast<float>(loss);
+  if (!grow) return;
+
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t j = w.e[k].j;
+    double v;
+    if (add) {
+      v = -ckd * w.e[k].p;
+    } else {
+      const double q1 = std::exp(sep1 ? static_cast<double>(x_at(j)) - m - lz1 : lq_at(j));
+      v = ckd * (std::exp(lq_at(j)) - w.e[k].p) + c.cce * q1;
+    }
+    w.fix[k] = {j, static_cast<float>(v)};
+  }
+  const LogSoftmax B{mb, inv_t, static_cast<float>(lzb)};
+  const float fq = static_cast<float>(ckd * cq), fb = static_cast<float>(ckd * cb);
+  const int64_t nfix = kd ? n : 0;
+  if (cb > 0.0) {
+    sep1 ? sparse_grad<true, true>(c, B, fq, fb, w.fix, nfix, add, bs, bg)
+         : sparse_grad<true, false>(c, B, fq, fb, w.fix, nfix, add, bs, bg);
+  } else {
+    sep1 ? sparse_grad<false, true>(c, B, fq, fb, w.fix, nfix, add, bs, bg)
+         : sparse_grad<false, false>(c, B, fq, fb, w.fix, nfix, add, bs, bg);
+  }
+}
+
+void sparse_kd_rows(const SparseKdProblem& P, int64_t r0, int64_t r1) {
+  alignas(64) float bs[kChunk], bg[kChunk];
+  const int64_t K = P.K;
+  SparseEntry* e = new SparseEntry[K];
+  int64_t* holes = new int64_t[K];
+  GradFix* fix = new GradFix[K];
+  const SparseScratch w{e, holes, fix};
+  for (int64_t r = r0; r < r1; ++r) sparse_kd_row(P, r, w, bs, bg);
+  delete[] e;
+  delete[] holes;
+  delete[] fix;
 }
 
 #undef FD_INLINE

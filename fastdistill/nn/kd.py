@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..fused_linear_kd import fused_linear_kd_loss
-from ..kd import check_kd_options, kd_loss
+from ..kd import check_divergence, check_options, kd_loss
 
 
 class _KDOptions(torch.nn.Module):
@@ -16,8 +16,8 @@ class _KDOptions(torch.nn.Module):
     def __init__(self, temperature: float, alpha: float, divergence: str, beta: float, ignore_index: int,
                  reduction: str):
         super().__init__()
-        self.temperature, self.alpha, self.divergence, self.beta, self.reduction = check_kd_options(
-            temperature, alpha, divergence, beta, reduction, ignore_index)
+        self.divergence, self.beta = check_divergence(divergence, beta)
+        self.temperature, self.alpha, self.reduction = check_options(temperature, alpha, ignore_index, reduction)
         self.ignore_index = int(ignore_index)
 
     def _options(self) -> dict:

@@ -32,3 +32,25 @@ def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor]
                ignore_index, scale, teacher_log_probs, None if grad is None else float_array(grad), row_loss.numpy(),
                torch.get_num_threads())
     return row_loss, grad
+
+
+SPARSE_VALUE_CODES = {"logits": 0, "log_probs": 1, "probs": 2}
+
+
+def _supports_sparse(student: Tensor, *args) -> Optional[str]:
+    return _supports(student, None)
+
+
+@register_kernel("sparse_kd_loss", "native", supports=_supports_sparse)
+def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_probs: Optional[Tensor],
+                   target: Optional[Tensor], temperature: float, alpha: float, values_kind: str, tail: str,
+                   ignore_index: int, scale: float, compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    # The (rows, K) teacher arrays are small: converted to what the kernel reads (int64, float32) here.
+    row_loss = torch.empty(student.shape[0], dtype=torch.float32)
+    grad = torch.empty(student.shape, dtype=student.dtype) if compute_grad else None
+    r = None if sampling_probs is None else sampling_probs.to(torch.float32).numpy()
+    _C.sparse_kd_loss(float_array(student), indices.to(torch.int64).numpy(), values.to(torch.float32).numpy(), r,
+                      None if target is None else target.numpy(), temperature, alpha,
+                      SPARSE_VALUE_CODES[values_kind], tail == "bucket", ignore_index, scale,
+                      None if grad is None else float_array(grad), row_loss.numpy(), torch.get_num_threads())
+    return row_loss, grad

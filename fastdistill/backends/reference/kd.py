@@ -60,6 +60,15 @@ def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor]
             dd = (1 - beta) * _xlogy_diff(q, ls - lm, kl_q[:, None])
         loss = loss + alpha * T * T * d
         grad = grad + alpha * T * dd
+    return _with_cross_entropy(student, s, loss, grad, target, alpha, ignore_index, scale, compute_grad)
+
+
+def _with_cross_entropy(student: Tensor, s: Tensor, loss: Tensor, grad: Tensor, target: Optional[Tensor],
+                        alpha: float, ignore_index: int, scale: float,
+                        compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """Adds (1 - alpha) CE(s, target) and its gradient to the float64 (loss, grad), zeroes ignored rows, scales
+    the gradient and converts: the (row_loss, grad) a kd kernel returns."""
+    acc = s.dtype
     valid = torch.ones(s.shape[0], dtype=torch.bool, device=s.device)
     if target is not None:
         valid = target != ignore_index
@@ -72,3 +81,56 @@ def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor]
     if not compute_grad:
         return loss, None
     return loss, (torch.where(valid[:, None], grad, 0.0) * scale).to(student.dtype)
+
+
+@register_kernel("sparse_kd_loss", "python", devices=("cpu", "cuda"))
+def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_probs: Optional[Tensor],
+                   target: Optional[Tensor], temperature: float, alpha: float, values_kind: str, tail: str,
+                   ignore_index: int, scale: float, compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """The sparse-teacher loss of :func:`fastdistill.sparse_kd_loss` (formulas there), like :func:`kd_loss`: per-row
+    losses and scale * their gradient, in float64. With p_k the teacher's probability of entry k (i_k its index):
+
+    * tail none:    P = p / sum p;  D = sum_k P_k (log P_k - log q_{i_k});        dD/d(s/T) = q - scatter(P)
+    * tail bucket:  p_b = 1 - sum p, q_b = sum_{j not in K} q_j;
+                    D = sum_k p_k (log p_k - log q_{i_k}) + p_b (log p_b - log q_b);
+                    dD/d(s/T) = q (1 - [j not in K] p_b / q_b) - scatter(p)
+    * sampled:      w = p / (K r);  D = sum_k w_k (log p_k - log q_{i_k});
+                    dD/d(s/T) = (sum w) q - scatter_add(w)
+    """
+    acc = torch.float64
+    s = student.to(acc)
+    T = temperature
+    ls = torch.log_softmax(s / T, dim=-1)
+    q = ls.exp()
+    idx = indices.to(torch.int64)
+    v = values.to(acc)
+    zero = torch.zeros((), dtype=acc, device=s.device)
+    if values_kind == "logits":  # a row of -inf logits (all padding) has no distribution: p = 0 there
+        lp = torch.where(v.amax(-1, keepdim=True) > -math.inf, torch.log_softmax(v / T, -1), -math.inf)
+    else:
+        lp = v if values_kind == "log_probs" else v.log()
+    p = lp.exp()
+    lq = ls.gather(1, idx)
+    if sampling_probs is not None:
+        w = p / (idx.shape[1] * sampling_probs.to(acc))
+        d = _xlogy_diff(w, lp, lq).sum(-1)
+        dd = w.sum(-1, keepdim=True) * q - torch.zeros_like(q).scatter_add(1, idx, w)
+    elif tail == "none":
+        mass = p.sum(-1, keepdim=True)
+        p_hat = torch.where(mass > 0, p / mass, zero)
+        d = _xlogy_diff(p_hat, lp - mass.log(), lq).sum(-1)
+        dd = torch.where(mass > 0, q - torch.zeros_like(q).scatter_add(1, idx, p_hat), zero)
+    else:
+        in_k = torch.zeros_like(q).scatter_add(1, idx, (p > 0).to(acc)) > 0
+        p_b = (1 - p.sum(-1, keepdim=True)).clamp(min=0)
+        p_b = torch.where(in_k.all(-1, keepdim=True), zero, p_b)  # no bin left: what p_b holds is rounding
+        q_b = torch.where(in_k, zero, q).sum(-1, keepdim=True)
+        d = _xlogy_diff(p, lp, lq).sum(-1) + _xlogy_diff(p_b, p_b.log(), q_b.log())[:, 0]
+        ratio = torch.where(p_b > 0, p_b / q_b, zero)
+        dd = torch.where(in_k, q, q * (1 - ratio)) - torch.zeros_like(q).scatter_add(1, idx, p)
+    loss = torch.zeros(s.shape[0], dtype=acc, device=s.device)
+    grad = torch.zeros_like(s)
+    if alpha > 0:
+        loss = loss + alpha * T * T * d
+        grad = grad + alpha * T * dd
+    return _with_cross_entropy(student, s, loss, grad, target, alpha, ignore_index, scale, compute_grad)
