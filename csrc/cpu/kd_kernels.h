@@ -138,14 +138,30 @@ FD_INLINE void for_chunks(int64_t V, Body body) {
   for (int64_t off = 0; off < V; off += kChunk) body(off, V - off < kChunk ? V - off : kChunk);
 }
 
-// Adds sum exp((x - m) * inv_t) to *z and, when with_t1, sum exp(x - m) to *z1 (a chunk is summed in fp32: a
+// How the student's softmax at temperature 1 (for the cross-entropy term) is had from its softmax q at tau:
+// kSame: it is q (tau = 1, or no CE term); kSquare: tau = 2, so exp(x - m) = exp((x - m) / 2)^2 and
+// softmax(x)_j = q_j^2 * z^2 / z1 (one exp per element fewer in both passes); kExp: its own exp.
+enum T1Mode : int { kSame = 0, kExp = 1, kSquare = 2 };
+
+// Adds sum exp((x - m) * inv_t) to *z and, unless t1 is kSame, sum exp(x - m) to *z1 (a chunk is summed in fp32: a
 // double accumulator keeps the loop from vectorizing).
-FD_INLINE void add_exp_sums(const float* x, int64_t n, float m, float inv_t, bool with_t1, double* z, double* z1) {
+FD_INLINE void add_exp_sums(const float* x, int64_t n, float m, float inv_t, int t1, double* z, double* z1) {
   float a = 0, b = 0;
+  if (t1 == kSquare) {
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t i = 0; i < n; ++i) {
+      const float e = fexp((x[i] - m) * inv_t);
+      a += e;
+      b += e * e;
+    }
+    *z += a;
+    *z1 += b;
+    return;
+  }
 #pragma omp simd reduction(+ : a)
   for (int64_t i = 0; i < n; ++i) a += fexp((x[i] - m) * inv_t);
   *z += a;
-  if (with_t1) {
+  if (t1 == kExp) {
 #pragma omp simd reduction(+ : b)
     for (int64_t i = 0; i < n; ++i) b += fexp(x[i] - m);
     *z1 += b;
@@ -158,7 +174,7 @@ struct Online {
   float m = kNegInf;
   double z = 0, z1 = 0;
 
-  void add(const float* x, int64_t n, float inv_t, bool with_t1) {
+  void add(const float* x, int64_t n, float inv_t, int t1) {
     float cm = kNegInf;
 #pragma omp simd reduction(max : cm)
     for (int64_t i = 0; i < n; ++i) cm = x[i] > cm ? x[i] : cm;
@@ -167,7 +183,7 @@ struct Online {
       z1 *= fexp(m - cm);
       m = cm;
     }
-    add_exp_sums(x, n, m, inv_t, with_t1, &z, &z1);
+    add_exp_sums(x, n, m, inv_t, t1, &z, &z1);
   }
 };
 
@@ -176,6 +192,14 @@ struct LogSoftmax {
   float m, k, lz;
   FD_INLINE float operator()(float x) const { return (x - m) * k - lz; }
 };
+
+// The student's softmax at temperature 1 at x, given its softmax q at tau (see T1Mode).
+template <int M>
+FD_INLINE float softmax_t1(float q, float x, const LogSoftmax& S1, float sq_scale) {
+  if constexpr (M == kSame) return q;
+  else if constexpr (M == kSquare) return q * q * sq_scale;
+  else return fexp(S1(x));
+}
 
 struct RowCtx {
   const void* s;
@@ -186,6 +210,7 @@ struct RowCtx {
   LogSoftmax ls, lp, ls1;  // student at tau, teacher, student at tau = 1 (for the cross-entropy term)
   double lr_shift;     // log q_j - log p_j = ls.k * x_j - lp.k * u_j + lr_shift
   float ckd, cce;      // gradient weights of the divergence (w.r.t. x / tau, already times tau) and of the CE
+  float sq_scale;      // kSquare: softmax(x)_j = q_j^2 * sq_scale
   float beta;
 };
 
@@ -215,11 +240,11 @@ static double kl_loss(const RowCtx& c, float* bs, float* bt) {
 }
 
 // KL(p || q) and, in the same pass, its gradient q - p plus the CE gradient.
-template <bool Sep1>
+template <int M>
 static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
   double total = 0;
   const LogSoftmax S = c.ls, P = c.lp, S1 = c.ls1;
-  const float ckd = c.ckd, cce = c.cce;
+  const float ckd = c.ckd, cce = c.cce, sq = c.sq_scale;
   for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
@@ -230,8 +255,7 @@ static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
       const float ls = S(xs[i]), lp = P(xt[i]);
       const float p = fexp(lp), q = fexp(ls);
       acc += p > 0.0f ? p * (lp - ls) : 0.0f;
-      const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
-      g[i] = ckd * (q - p) + cce * q1;
+      g[i] = ckd * (q - p) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     total += acc;
     finish_grad_chunk(c, off, n, g);
@@ -270,11 +294,11 @@ static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
 }
 
 // d KL(q || p) / d(x / tau) = q * (log q - log p - KL).
-template <bool Sep1>
+template <int M>
 static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, float* bg) {
   const LogSoftmax S = c.ls, S1 = c.ls1;
   const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift - kl;
-  const float ckd = c.ckd, cce = c.cce;
+  const float ckd = c.ckd, cce = c.cce, sq = c.sq_scale;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
@@ -282,8 +306,7 @@ static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, fl
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const float q = fexp(S(xs[i]));
-      const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
-      g[i] = (q > 0.0f ? ckd * q * log_ratio(xs[i], xt[i], ks, kt, shift) : 0.0f) + cce * q1;
+      g[i] = (q > 0.0f ? ckd * q * log_ratio(xs[i], xt[i], ks, kt, shift) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     finish_grad_chunk(c, off, n, g);
   });
@@ -332,11 +355,11 @@ static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double
 }
 
 // d JSD / d(x / tau) = (1 - beta) q (log q - log m - KL(q || m)); ckd already holds the (1 - beta).
-template <bool Sep1>
+template <int M>
 static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* bg) {
   const LogSoftmax S = c.ls, S1 = c.ls1;
   const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
-  const float ckd = c.ckd, cce = c.cce, beta = c.beta;
+  const float ckd = c.ckd, cce = c.cce, beta = c.beta, sq = c.sq_scale;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
@@ -345,8 +368,7 @@ static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* b
     for (int64_t i = 0; i < n; ++i) {
       const Mixture m = mixture(log_ratio(xs[i], xt[i], ks, kt, shift), beta);
       const float q = fexp(S(xs[i]));
-      const float q1 = Sep1 ? fexp(S1(xs[i])) : q;
-      g[i] = (q > 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * q1;
+      g[i] = (q > 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     finish_grad_chunk(c, off, n, g);
   });
@@ -365,21 +387,21 @@ static void ce_grad(const RowCtx& c, float* bs, float* bg) {
   });
 }
 
-template <bool Sep1>
+template <int M>
 static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs, float* bt, float* bg) {
   const bool grad = c.g != nullptr;
   switch (P.div) {
     case Divergence::KL:
-      return grad ? kl_loss_grad<Sep1>(c, bs, bt, bg) : kl_loss(c, bs, bt);
+      return grad ? kl_loss_grad<M>(c, bs, bt, bg) : kl_loss(c, bs, bt);
     case Divergence::ReverseKL: {
       const double kl = reverse_kl_loss(c, bs, bt);
-      if (grad) reverse_kl_grad<Sep1>(c, kl, bs, bt, bg);
+      if (grad) reverse_kl_grad<M>(c, kl, bs, bt, bg);
       return kl;
     }
     case Divergence::JSD: {
       double kl_p, kl_q;
       jsd_loss(c, bs, bt, &kl_p, &kl_q);
-      if (grad) jsd_grad<Sep1>(c, static_cast<float>(kl_q), bs, bt, bg);
+      if (grad) jsd_grad<M>(c, static_cast<float>(kl_q), bs, bt, bg);
       return P.beta * kl_p + (1.0 - P.beta) * kl_q;
     }
     default:
@@ -408,13 +430,14 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   if (ignored_row(P, r, grow, &y)) return;
   const bool ce = y >= 0 && P.alpha < 1.0f;
   const bool kd = P.div != Divergence::None;
-  const bool sep1 = ce && P.temperature != 1.0f;
+  // tau = 2 squares q only where a gradient is made; the loss-only pass needs just z1 (either way is one exp).
+  const int t1 = !ce || P.temperature == 1.0f ? kSame : (P.temperature == 2.0f && grow ? kSquare : kExp);
   const float inv_t = 1.0f / P.temperature;
 
   Online os, ot;
   for_chunks(V, [&](int64_t off, int64_t n) {
-    os.add(load_chunk(srow, P.ds, off, n, bs), n, inv_t, sep1);
-    if (kd && !P.t_logp) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, false);
+    os.add(load_chunk(srow, P.ds, off, n, bs), n, inv_t, t1);
+    if (kd && !P.t_logp) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, kSame);
   });
   RowCtx c;
   c.s = srow;
@@ -425,7 +448,8 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   c.V = V;
   c.y = ce ? y : -1;
   c.ls = {os.m, inv_t, static_cast<float>(std::log(os.z))};
-  c.ls1 = sep1 ? LogSoftmax{os.m, 1.0f, static_cast<float>(std::log(os.z1))} : c.ls;
+  c.ls1 = t1 != kSame ? LogSoftmax{os.m, 1.0f, static_cast<float>(std::log(os.z1))} : c.ls;
+  c.sq_scale = t1 == kSquare ? static_cast<float>(os.z * os.z / os.z1) : 0.0f;
   c.lp = P.t_logp || !kd ? LogSoftmax{0.0f, 1.0f, 0.0f}
                          : LogSoftmax{ot.m, inv_t, static_cast<float>(std::log(ot.z))};
   const float jsd_factor = P.div == Divergence::JSD ? 1.0f - P.beta : 1.0f;
@@ -434,7 +458,9 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   c.beta = P.beta;
   c.lr_shift = (static_cast<double>(c.lp.m) * c.lp.k + c.lp.lz) - (static_cast<double>(c.ls.m) * c.ls.k + c.ls.lz);
 
-  const double d = sep1 ? divergence_and_grad<true>(P, c, bs, bt, bg) : divergence_and_grad<false>(P, c, bs, bt, bg);
+  const double d = t1 == kSquare ? divergence_and_grad<kSquare>(P, c, bs, bt, bg)
+                   : t1 == kExp  ? divergence_and_grad<kExp>(P, c, bs, bt, bg)
+                                 : divergence_and_grad<kSame>(P, c, bs, bt, bg);
   double loss = static_cast<double>(P.alpha) * P.temperature * P.temperature * d;
   if (ce) {
     float buf;
@@ -592,7 +618,7 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
   double zb = 0.0, zb1 = 0.0;
   if (nh < V) {
     for_gap_chunks(w.holes, nh, V, [&](int64_t off, int64_t cn) {
-      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, sep1, &zb, &zb1);
+      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, sep1 ? kExp : kSame, &zb, &zb1);
     });
   }
   float m = mb;
