@@ -83,6 +83,8 @@ def check_target(target: Optional[ArrayLike], shape: torch.Size, num_classes: in
     if y.shape != shape:
         raise ValueError(f"target: expected shape {tuple(shape)}, got {tuple(y.shape)}")
     y = y.to(device=device, dtype=torch.int64)
+    if torch.compiler.is_compiling():  # a check on the values cannot be traced; the kernels clamp or raise
+        return y
     bad = (y != ignore_index) & ((y < 0) | (y >= num_classes))
     if bool(bad.any()):
         value = int(y[bad][0])
@@ -260,8 +262,9 @@ def sparse_kd_loss(
         if values == "logits" or tail != "none":
             raise ValueError("sampling_probs: needs values='log_probs' or 'probs' and tail='none'")
         r = r.detach()
-    with np.errstate(all="ignore"):  # exp overflow and NaN are what the checks report
-        _check_sparse_teacher(idx, val, r, values, V)
+    if not torch.compiler.is_compiling():  # checks on the values cannot be traced
+        with np.errstate(all="ignore"):  # exp overflow and NaN are what the checks report
+            _check_sparse_teacher(idx, val, r, values, V)
     temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, s.shape[:-1], V, s.device, ignore_index, alpha)
     compute_grad = torch.is_grad_enabled() and s.requires_grad

@@ -292,3 +292,26 @@ def test_backward_twice_through_a_retained_graph(backend, gen):
         (g1,) = torch.autograd.grad(loss, s, w, retain_graph=True)
         (g2,) = torch.autograd.grad(loss, s, w)
         assert torch.equal(g1, g2)
+
+
+def test_torch_compile_fullgraph(gen):
+    s, t = logits((5, 37), gen), logits((5, 37), gen)
+    y = targets((5, 37), 37, gen)
+    fn = torch.compile(lambda s, t, y: fd.kd_loss(s, t, y, temperature=2.0, reduction="mean"), fullgraph=True,
+                       backend="eager")
+    got = ours(s, t, y, temperature=2.0, reduction="mean")
+    leaf = s.clone().requires_grad_()
+    loss = fn(leaf, t, y)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), got[0], rtol=0, atol=0)
+    torch.testing.assert_close(leaf.grad, got[1], rtol=0, atol=0)
+
+
+def test_op_rejects_out_of_range_targets_on_every_backend(backend, gen):
+    # The public function's value checks are skipped under torch.compile: each kernel must then refuse by itself.
+    dtype = torch.float64 if fd.get_backend() in ("python", "numba") else torch.float32
+    s, t = logits((4, 10), gen, dtype).to(backend), logits((4, 10), gen, dtype).to(backend)
+    for bad in (10, -3):
+        y = torch.tensor([1, bad, 2, -100], device=backend)
+        with pytest.raises((ValueError, RuntimeError), match="target|index|out of"):
+            _ops.kd_loss(s, t, y, 2.0, 0.5, "kl", 0.5, -100, "sum", False, True)

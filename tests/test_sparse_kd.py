@@ -348,3 +348,27 @@ def test_native_checks_arguments_itself():
         _C.sparse_kd_loss(s, idx, val, **dict(args, target=np.array([0, 5])))
     with pytest.raises(TypeError, match="grad"):
         _C.sparse_kd_loss(s, idx, val, **dict(args, grad=np.zeros((2, 5), np.float64)))
+
+
+def test_torch_compile_fullgraph(gen):
+    s = logits((6, 50), gen)
+    idx, val = teacher_entries((6, 50), 7, gen, "log_probs", 2.0)
+    kw = dict(values="log_probs", tail="bucket", temperature=2.0)
+    fn = torch.compile(lambda s, i, v: fd.sparse_kd_loss(s, i, v, **kw), fullgraph=True, backend="eager")
+    leaf, ref = s.clone().requires_grad_(), s.clone().requires_grad_()
+    loss = fn(leaf, idx, val)
+    loss.backward()
+    want = fd.sparse_kd_loss(ref, idx, val, **kw)
+    want.backward()
+    torch.testing.assert_close(loss.detach(), want.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(leaf.grad, ref.grad, rtol=0, atol=0)
+
+
+def test_op_rejects_out_of_range_indices_on_every_backend(backend, gen):
+    # The public function's value checks are skipped under torch.compile: each kernel must then refuse by itself.
+    dtype = torch.float64 if fd.get_backend() in ("python", "numba") else torch.float32
+    s = logits((3, 20), gen, dtype).to(backend)
+    idx = torch.tensor([[0, 1], [2, 20], [4, 5]], device=backend)
+    val = torch.full((3, 2), -1.0, dtype=dtype, device=backend)
+    with pytest.raises((ValueError, RuntimeError), match="ind|out of"):
+        _ops.sparse_kd_loss(s, idx, val, None, None, 2.0, 0.5, "log_probs", "none", -100, "sum", True)

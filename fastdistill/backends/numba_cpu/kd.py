@@ -136,6 +136,16 @@ def _supports(student: Tensor, teacher: Optional[Tensor], *args) -> Optional[str
     return None
 
 
+def _check_classes(a: np.ndarray, V: int, name: str, ignore_index: Optional[int] = None) -> np.ndarray:
+    """``a`` (int64) after checking that its entries index a row of V (or equal ignore_index): the kernels below
+    index with them unchecked, and the public functions' own checks are skipped under torch.compile."""
+    live = a if ignore_index is None else a[a != ignore_index]
+    if live.size and (int(live.min()) < 0 or int(live.max()) >= V):
+        bad = int(live.min()) if int(live.min()) < 0 else int(live.max())
+        raise ValueError(f"{name}: entry {bad} is out of range [0, {V})")
+    return a
+
+
 @register_kernel("kd_loss", "numba", supports=_supports)
 def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, scale: float, teacher_log_probs: bool,
@@ -146,7 +156,7 @@ def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor]
     grad = torch.empty(student.shape, dtype=student.dtype) if compute_grad else None
     s = student.detach().numpy()
     t = s if teacher is None else teacher.detach().numpy()
-    y = np.empty(0, np.int64) if target is None else target.numpy()
+    y = np.empty(0, np.int64) if target is None else _check_classes(target.numpy(), V, "target", ignore_index)
     g = np.empty((0, V), s.dtype) if grad is None else grad.numpy()
     _kd_rows(s, t, y, target is not None, float(temperature), float(alpha), _DIV[divergence], float(beta),
              int(ignore_index), float(scale), bool(teacher_log_probs), g, grad is not None, row_loss.numpy())
@@ -255,9 +265,10 @@ def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_pr
     s = student.detach().numpy()
     val = values.detach().to(torch.float64).numpy()
     r = val if sampling_probs is None else sampling_probs.to(torch.float64).numpy()
-    y = np.empty(0, np.int64) if target is None else target.numpy()
+    y = np.empty(0, np.int64) if target is None else _check_classes(target.numpy(), V, "target", ignore_index)
     g = np.empty((0, V), s.dtype) if grad is None else grad.numpy()
-    _sparse_kd_rows(s, indices.to(torch.int64).numpy(), val, r, sampling_probs is not None, y, target is not None,
+    idx = _check_classes(indices.to(torch.int64).numpy(), V, "indices")
+    _sparse_kd_rows(s, idx, val, r, sampling_probs is not None, y, target is not None,
                     float(temperature), float(alpha), _SPARSE_KIND[values_kind], tail == "bucket", int(ignore_index),
                     float(scale), g, grad is not None, row_loss.numpy())
     return row_loss, grad
