@@ -81,8 +81,9 @@ def test_matches_float64_oracle(backend, gen, values, tail, shape):
     shape, K = shape[:-1], shape[-1]
     s = logits(shape, gen)
     y = targets(shape, shape[-1], gen)
+    # T = 2 has its own native path (softmax at T = 1 as the square of the one at T = 2)
     for temperature, alpha, reduction in [(1.0, 0.5, r) for r in REDUCTIONS] + [(2.5, 0.3, "batchmean"),
-                                                                              (0.7, 1.0, "mean")]:
+                                                                              (0.7, 1.0, "mean"), (2.0, 0.4, "sum")]:
         idx, val = teacher_entries(shape, K, gen, values, temperature)
         kw = dict(values=values, tail=tail, temperature=temperature, alpha=alpha, reduction=reduction)
         got = sparse_ours(s.to(backend), idx.to(backend), val.to(backend), y.to(backend), **kw)
@@ -372,3 +373,16 @@ def test_op_rejects_out_of_range_indices_on_every_backend(backend, gen):
     val = torch.full((3, 2), -1.0, dtype=dtype, device=backend)
     with pytest.raises((ValueError, RuntimeError), match="ind|out of"):
         _ops.sparse_kd_loss(s, idx, val, None, None, 2.0, 0.5, "log_probs", "none", -100, "sum", True)
+
+
+def test_bucket_with_a_vanishing_student_tail(backend, gen):
+    # The student puts all but ~1e-40 of its mass on the teacher's entries: p_b / q_b overflows fp32, so the native
+    # kernel takes its unfolded path for the bucket's share.
+    dtype = torch.float64 if fd.get_backend() in ("python", "numba") else torch.float32
+    shape, K = (5, 300), 8
+    idx, val = teacher_entries(shape, K, gen, "log_probs")
+    s = torch.randn(shape, generator=gen, dtype=torch.float64)
+    s.scatter_(-1, idx, 100.0)
+    kw = dict(values="log_probs", tail="bucket", temperature=1.0, alpha=1.0, reduction="sum")
+    got = sparse_ours(s.to(dtype).to(backend), idx.to(backend), val.to(backend), None, **kw)
+    assert_close(got[0].cpu(), got[1].cpu(), *oracle(s, idx, val, None, **kw), scale=natural_scale(shape, None, kw))

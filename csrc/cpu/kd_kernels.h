@@ -13,6 +13,7 @@
 //
 // Expects, before inclusion: <cstdint>, <cstring>, "common.h", "kd_isa.h"; and FD_ISA_NAMESPACE defined.
 #include <cmath>
+#include <type_traits>
 
 // The selects below (`p > 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
 // GCC refuses to if-convert them and the loops stay scalar. Nothing here reads the FP exception flags.
@@ -527,11 +528,11 @@ struct SparseScratch {
 
 // The gradient row: g_j = cq q_j - cb exp(B(x_j)) + cce q1_j (cb: the bucket's p_b / q_b share; q_j / q_b is
 // computed directly so it survives q_b underflowing in fp32), the entries patched in, then the CE's one-hot.
-template <bool Tail, bool Sep1>
+template <bool Tail, int M>
 static void sparse_grad(const RowCtx& c, LogSoftmax B, float cq, float cb, const GradFix* fix, int64_t nfix,
                         bool add, float* bs, float* bg) {
   const LogSoftmax S = c.ls, S1 = c.ls1;
-  const float cce = c.cce;
+  const float cce = c.cce, sq = c.sq_scale;
   int64_t f = 0;
   for_chunks(c.V, [=, &c, &f](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -544,7 +545,7 @@ static void sparse_grad(const RowCtx& c, LogSoftmax B, float cq, float cb, const
         const float lb = B(xs[i]);
         v -= cb * fexp(lb < 0.0f ? lb : 0.0f);  // > 0 only at entries, which are overwritten below
       }
-      g[i] = v + cce * (Sep1 ? fexp(S1(xs[i])) : q);
+      g[i] = v + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     for (; f < nfix && fix[f].j < off + n; ++f) {
       if (add) {
@@ -565,6 +566,7 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
   if (ignored_row(P, r, grow, &y)) return;
   const bool ce = y >= 0 && P.alpha < 1.0f;
   const bool sep1 = ce && P.temperature != 1.0f;
+  const int t1 = !sep1 ? kSame : (P.temperature == 2.0f && grow ? kSquare : kExp);  // see T1Mode
   const bool kd = P.alpha > 0.0f;
   const bool bucket = P.bucket && !P.sprobs;
   const float inv_t = 1.0f / P.temperature;
@@ -618,7 +620,7 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
   double zb = 0.0, zb1 = 0.0;
   if (nh < V) {
     for_gap_chunks(w.holes, nh, V, [&](int64_t off, int64_t cn) {
-      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, sep1 ? kExp : kSame, &zb, &zb1);
+      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, t1, &zb, &zb1);
     });
   }
   float m = mb;
@@ -642,12 +644,13 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
   c.y = ce ? y : -1;
   c.ls = {m, inv_t, static_cast<float>(lz)};
   c.ls1 = sep1 ? LogSoftmax{m, 1.0f, static_cast<float>(lz1)} : c.ls;
+  c.sq_scale = t1 == kSquare ? static_cast<float>(z * z / z1) : 0.0f;
   c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
   const double ckd = kd ? static_cast<double>(P.scale) * P.alpha * P.temperature : 0.0;
   auto lq_at = [&](int64_t j) { return (static_cast<double>(x_at(j)) - m) * inv_t - lz; };
 
   // The divergence, and the gradient's constants: g = cq q - cb q / q_b (outside the entries) + fixes.
-  double d = 0.0, cq = 1.0, cb = 0.0, lzb = 0.0;
+  double d = 0.0, cq = 1.0, cb = 0.0, lzb = 0.0, lqb = 0.0;
   const bool add = P.sprobs != nullptr;
   if (add) {  // importance-sampled: D = sum w (log p - log q), dD = (sum w) q - scatter_add(w)
     for (int64_t k = 0; k < n; ++k) d += w.e[k].p * (w.e[k].lp - lq_at(w.e[k].j));
@@ -664,7 +667,7 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
     for (int64_t k = 0; k < n; ++k) d += w.e[k].p * (w.e[k].lp - lq_at(w.e[k].j));
     if (pb > 0.0) {
       lzb = std::log(zb);
-      const double lqb = lzb + (static_cast<double>(mb) - m) * inv_t - lz;
+      lqb = lzb + (static_cast<double>(mb) - m) * inv_t - lz;
       d += pb * (std::log(pb) - lqb);
       cb = pb;
     }
@@ -686,15 +689,24 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
     w.fix[k] = {j, static_cast<float>(v)};
   }
   const LogSoftmax B{mb, inv_t, static_cast<float>(lzb)};
-  const float fq = static_cast<float>(ckd * cq), fb = static_cast<float>(ckd * cb);
+  // Outside the entries the bucket's share is q_j p_b / q_b: folded into q's factor (one exp fewer per element,
+  // and no fp32 cancellation between the two terms) unless q_b is so small that p_b / q_b would overflow fp32.
+  const bool fold = cb > 0.0 && lqb > -60.0;
+  const float fq = static_cast<float>(ckd * (fold ? cq - cb * std::exp(-lqb) : cq));
+  const float fb = static_cast<float>(ckd * cb);
   const int64_t nfix = kd ? n : 0;
-  if (cb > 0.0) {
-    sep1 ? sparse_grad<true, true>(c, B, fq, fb, w.fix, nfix, add, bs, bg)
-         : sparse_grad<true, false>(c, B, fq, fb, w.fix, nfix, add, bs, bg);
-  } else {
-    sep1 ? sparse_grad<false, true>(c, B, fq, fb, w.fix, nfix, add, bs, bg)
-         : sparse_grad<false, false>(c, B, fq, fb, w.fix, nfix, add, bs, bg);
-  }
+  auto run = [&](auto tail, auto mode) {
+    sparse_grad<decltype(tail)::value, decltype(mode)::value>(c, B, fq, fb, w.fix, nfix, add, bs, bg);
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  using Same = std::integral_constant<int, kSame>;
+  using Exp = std::integral_constant<int, kExp>;
+  using Square = std::integral_constant<int, kSquare>;
+  const bool tail = cb > 0.0 && !fold;
+  if (t1 == kSquare) tail ? run(Yes(), Square()) : run(No(), Square());
+  else if (t1 == kExp) tail ? run(Yes(), Exp()) : run(No(), Exp());
+  else tail ? run(Yes(), Same()) : run(No(), Same());
 }
 
 void sparse_kd_rows(const SparseKdProblem& P, int64_t r0, int64_t r1) {
