@@ -50,7 +50,7 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
                            device=hs.device)
     acc = torch.float64 if ws.dtype == torch.float64 else torch.float32  # weight/bias sums over chunks
     grad_h = torch.empty_like(hs) if needs[0] else None
-    grad_w = torch.zeros(ws.shape, dtype=acc, device=ws.device) if needs[1] else None
+    grad_w = None  # made by the first chunk's GEMM (no zero fill, no read-back of a weight-sized buffer)
     grad_b = torch.zeros(ws.shape[0], dtype=acc, device=ws.device) if needs[2] else None
     for start in range(0, rows, opt.chunk):
         stop = min(rows, start + opt.chunk)
@@ -67,7 +67,9 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
             g.mul_(row_weights[start:stop, None].to(g.dtype))
         if grad_h is not None:
             torch.mm(g, ws, out=grad_h[start:stop])
-        if grad_w is not None:
+        if needs[1] and grad_w is None:
+            grad_w = torch.mm(g.t(), h).to(acc)
+        elif needs[1]:
             if g.dtype == acc:
                 grad_w.addmm_(g.t(), h)
             else:  # low-precision GEMM per chunk (its own fp32 accumulation), summed over chunks in fp32
@@ -75,6 +77,8 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
         if grad_b is not None:
             grad_b.add_(g.sum(0, dtype=acc))
         del g
+    if needs[1] and grad_w is None:  # no rows
+        grad_w = torch.zeros(ws.shape, dtype=acc, device=ws.device)
     grads = [grad_h, None if grad_w is None else grad_w.to(ws.dtype), None if grad_b is None else grad_b.to(ws.dtype)]
     return row_loss, grads
 
