@@ -93,6 +93,22 @@ def make_linear(gen, n, k, bias=True):
     return w, fd.prepack_int8_weight(fd.quantize(w, 8, granularity="channel")), b
 
 
+@pytest.mark.parametrize("m,k,n", [(1, 1000, 1001), (1, 67, 4097), (3, 130, 513), (7, 64, 999)], ids=str)
+def test_int8_few_rows_many_panels(avx512_kernel, gen, m, k, n):
+    """M < 8 splits the panels statically over the threads: many panels, an odd N tail, K not a multiple of 64."""
+    a, b = rand_int8((m, k), gen), rand_int8((k, n), gen)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert torch.equal(fd.int8_mm(a, b), exact(a, b))
+        _, q, bias = make_linear(gen, n, k)
+        x = torch.randn(m, k, generator=gen)
+        want = ref_linear(x, q, bias)
+        torch.testing.assert_close(fd.int8_linear(x, q, bias), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def ref_linear(x, q, bias):
     with fd.use_backend("python"):
         return fd.int8_linear(x.cpu(), q, None if bias is None else bias.cpu())
