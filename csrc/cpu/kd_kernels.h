@@ -422,6 +422,31 @@ FD_INLINE bool ignored_row(const Problem& P, int64_t r, void* grow, int64_t* y) 
   return true;
 }
 
+// The T1Mode of a row: ce = it has a cross-entropy term, grad = it writes a gradient (tau = 2 squares q only there:
+// the loss-only pass needs just z1, one exp per element either way).
+FD_INLINE int t1_mode(bool ce, float temperature, bool grad) {
+  if (!ce || temperature == 1.0f) return kSame;
+  return temperature == 2.0f && grad ? kSquare : kExp;
+}
+
+// The fields of a row's context both losses share; the student's log-softmax at tau and at 1 from its row max m and
+// its sums z of exp((x - m) * inv_t) and z1 of exp(x - m) (z1 unused for kSame).
+template <typename Problem>
+FD_INLINE RowCtx student_row_ctx(const Problem& P, const void* srow, void* grow, int64_t y, bool ce, int t1, float m,
+                                 float inv_t, double z, double z1) {
+  RowCtx c;
+  c.s = srow;
+  c.g = grow;
+  c.ds = P.ds;
+  c.V = P.V;
+  c.y = ce ? y : -1;
+  c.ls = {m, inv_t, static_cast<float>(std::log(z))};
+  c.ls1 = t1 != kSame ? LogSoftmax{m, 1.0f, static_cast<float>(std::log(z1))} : c.ls;
+  c.sq_scale = t1 == kSquare ? static_cast<float>(z * z / z1) : 0.0f;
+  c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
+  return c;
+}
+
 static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* bg) {
   const int64_t V = P.V;
   const void* srow = static_cast<const char*>(P.s) + r * V * elem_size(P.ds);
@@ -431,8 +456,7 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   if (ignored_row(P, r, grow, &y)) return;
   const bool ce = y >= 0 && P.alpha < 1.0f;
   const bool kd = P.div != Divergence::None;
-  // tau = 2 squares q only where a gradient is made; the loss-only pass needs just z1 (either way is one exp).
-  const int t1 = !ce || P.temperature == 1.0f ? kSame : (P.temperature == 2.0f && grow ? kSquare : kExp);
+  const int t1 = t1_mode(ce, P.temperature, grow != nullptr);
   const float inv_t = 1.0f / P.temperature;
 
   Online os, ot;
@@ -440,22 +464,13 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
     os.add(load_chunk(srow, P.ds, off, n, bs), n, inv_t, t1);
     if (kd && !P.t_logp) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, kSame);
   });
-  RowCtx c;
-  c.s = srow;
+  RowCtx c = student_row_ctx(P, srow, grow, y, ce, t1, os.m, inv_t, os.z, os.z1);
   c.t = trow;
-  c.g = grow;
-  c.ds = P.ds;
   c.dt = P.dt;
-  c.V = V;
-  c.y = ce ? y : -1;
-  c.ls = {os.m, inv_t, static_cast<float>(std::log(os.z))};
-  c.ls1 = t1 != kSame ? LogSoftmax{os.m, 1.0f, static_cast<float>(std::log(os.z1))} : c.ls;
-  c.sq_scale = t1 == kSquare ? static_cast<float>(os.z * os.z / os.z1) : 0.0f;
   c.lp = P.t_logp || !kd ? LogSoftmax{0.0f, 1.0f, 0.0f}
                          : LogSoftmax{ot.m, inv_t, static_cast<float>(std::log(ot.z))};
   const float jsd_factor = P.div == Divergence::JSD ? 1.0f - P.beta : 1.0f;
   c.ckd = P.scale * P.alpha * P.temperature * jsd_factor;
-  c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
   c.beta = P.beta;
   c.lr_shift = (static_cast<double>(c.lp.m) * c.lp.k + c.lp.lz) - (static_cast<double>(c.ls.m) * c.ls.k + c.ls.lz);
 
@@ -565,8 +580,7 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
   int64_t y;
   if (ignored_row(P, r, grow, &y)) return;
   const bool ce = y >= 0 && P.alpha < 1.0f;
-  const bool sep1 = ce && P.temperature != 1.0f;
-  const int t1 = !sep1 ? kSame : (P.temperature == 2.0f && grow ? kSquare : kExp);  // see T1Mode
+  const int t1 = t1_mode(ce, P.temperature, grow != nullptr);
   const bool kd = P.alpha > 0.0f;
   const bool bucket = P.bucket && !P.sprobs;
   const float inv_t = 1.0f / P.temperature;
@@ -632,20 +646,12 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
     z += std::exp(d * inv_t);
     z1 += std::exp(d);
   }
+  const bool sep1 = t1 != kSame;
   const double lz = std::log(z), lz1 = sep1 ? std::log(z1) : lz;
 
-  RowCtx c;
-  c.s = srow;
+  RowCtx c = student_row_ctx(P, srow, grow, y, ce, t1, m, inv_t, z, z1);
   c.t = nullptr;
-  c.g = grow;
-  c.ds = P.ds;
   c.dt = P.ds;
-  c.V = V;
-  c.y = ce ? y : -1;
-  c.ls = {m, inv_t, static_cast<float>(lz)};
-  c.ls1 = sep1 ? LogSoftmax{m, 1.0f, static_cast<float>(lz1)} : c.ls;
-  c.sq_scale = t1 == kSquare ? static_cast<float>(z * z / z1) : 0.0f;
-  c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
   const double ckd = kd ? static_cast<double>(P.scale) * P.alpha * P.temperature : 0.0;
   auto lq_at = [&](int64_t j) { return (static_cast<double>(x_at(j)) - m) * inv_t - lz; };
 
