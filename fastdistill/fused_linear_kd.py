@@ -46,9 +46,8 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
     (rows weighted by ``row_weights`` when given), accumulated over chunks of ``opt.chunk`` rows."""
     rows = hs.shape[0]
     want_grad = any(needs)
-    row_loss = torch.empty(rows, dtype=torch.float64 if ws.dtype == torch.float64 else torch.float32,
-                           device=hs.device)
-    acc = torch.float64 if ws.dtype == torch.float64 else torch.float32  # weight/bias sums over chunks
+    acc = torch.float64 if ws.dtype == torch.float64 else torch.float32  # the losses, and weight/bias sums over chunks
+    row_loss = torch.empty(rows, dtype=acc, device=hs.device)
     grad_h = torch.empty_like(hs) if needs[0] else None
     grad_w = None  # made by the first chunk's GEMM (no zero fill, no read-back of a weight-sized buffer)
     grad_b = torch.zeros(ws.shape[0], dtype=acc, device=ws.device) if needs[2] else None
@@ -67,10 +66,10 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
             g.mul_(row_weights[start:stop, None].to(g.dtype))
         if grad_h is not None:
             torch.mm(g, ws, out=grad_h[start:stop])
-        if needs[1] and grad_w is None:
-            grad_w = torch.mm(g.t(), h).to(acc)
-        elif needs[1]:
-            if g.dtype == acc:
+        if needs[1]:
+            if grad_w is None:
+                grad_w = torch.mm(g.t(), h).to(acc)
+            elif g.dtype == acc:
                 grad_w.addmm_(g.t(), h)
             else:  # low-precision GEMM per chunk (its own fp32 accumulation), summed over chunks in fp32
                 grad_w.add_(torch.mm(g.t(), h))
