@@ -214,7 +214,7 @@ def _register_grad_in_forward(op, n_tensors: int, reduction_at: int) -> None:
         if grad_loss is None:
             return (None,) + nones
         grad = ctx.grad.pop() if ctx.grad else op(*ctx.saved_tensors, *ctx.args, True)[1]
-        if grad.numel() == 0 and grad_loss.numel() > 0:
+        if grad.shape != ctx.saved_tensors[0].shape:  # the (0,) placeholder; an empty batch has a (0, V) gradient
             raise RuntimeError(f"{op._qualname} was called with compute_grad=False; its gradient was not computed")
         # Eager: scale the buffer we now own in place. Traced (torch.compile / AOT): out of place, and no branch on
         # the value; on CUDA no host sync either.

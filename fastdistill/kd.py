@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import _ops
-from ._convert import ArrayLike, check_float, to_tensor
+from ._convert import ArrayLike, check_float, check_int, to_tensor
 
 DIVERGENCES = ("kl", "reverse_kl", "jsd")
 REDUCTIONS = ("batchmean", "mean", "sum", "none")
@@ -56,8 +56,9 @@ def check_options(temperature: object, alpha: object, ignore_index: object,
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
     reduction = _choice(reduction, REDUCTIONS, "reduction")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+    ignore_index = check_int(ignore_index, "ignore_index")
+    if not -(2**63) <= ignore_index < 2**63:  # compared with int64 class indices
+        raise ValueError(f"ignore_index: expected a value in the int64 range, got {ignore_index}")
     return temperature, alpha, reduction
 
 

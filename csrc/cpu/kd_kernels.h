@@ -15,8 +15,11 @@
 #include <cmath>
 #include <type_traits>
 
-// The selects below (`p > 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
+// The selects below (`p != 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
 // GCC refuses to if-convert them and the loops stay scalar. Nothing here reads the FP exception flags.
+// NaN policy: a zero probability contributes 0 (0 log 0 = 0) but a NaN one (from a NaN or +inf logit, or a teacher
+// row of -inf logits, which has no softmax) contributes NaN, hence `!= 0`, not `> 0`: the row's loss is NaN
+// exactly when its gradient is.
 #pragma GCC optimize("no-trapping-math")
 
 namespace fd {
@@ -233,7 +236,7 @@ static double kl_loss(const RowCtx& c, float* bs, float* bt) {
     for (int64_t i = 0; i < n; ++i) {
       const float ls = S(xs[i]), lp = P(xt[i]);
       const float p = fexp(lp);
-      acc += p > 0.0f ? p * (lp - ls) : 0.0f;
+      acc += p != 0.0f ? p * (lp - ls) : 0.0f;
     }
     total += acc;
   });
@@ -255,7 +258,7 @@ static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
     for (int64_t i = 0; i < n; ++i) {
       const float ls = S(xs[i]), lp = P(xt[i]);
       const float p = fexp(lp), q = fexp(ls);
-      acc += p > 0.0f ? p * (lp - ls) : 0.0f;
+      acc += p != 0.0f ? p * (lp - ls) : 0.0f;
       g[i] = ckd * (q - p) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     total += acc;
@@ -285,7 +288,7 @@ static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
 #pragma omp simd reduction(+ : acc, m)
     for (int64_t i = 0; i < n; ++i) {
       const float q = fexp(S(xs[i]));
-      acc += q > 0.0f ? static_cast<double>(q) * (xs[i] * ks - xt[i] * kt + shift) : 0.0;
+      acc += q != 0.0f ? static_cast<double>(q) * (xs[i] * ks - xt[i] * kt + shift) : 0.0;
       m += q;
     }
     total += acc;
@@ -307,7 +310,7 @@ static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, fl
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const float q = fexp(S(xs[i]));
-      g[i] = (q > 0.0f ? ckd * q * log_ratio(xs[i], xt[i], ks, kt, shift) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
+      g[i] = (q != 0.0f ? ckd * q * log_ratio(xs[i], xt[i], ks, kt, shift) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     finish_grad_chunk(c, off, n, g);
   });
@@ -345,8 +348,8 @@ static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double
       const Mixture m = mixture(r, beta);
       const float big = fexp(r <= 0.0f ? lp : ls), small = big * m.e;
       const float p = r <= 0.0f ? big : small, q = r <= 0.0f ? small : big;
-      ap += p > 0.0f ? p * m.lp_m : 0.0f;
-      aq += q > 0.0f ? q * m.lq_m : 0.0f;
+      ap += p != 0.0f ? p * m.lp_m : 0.0f;
+      aq += q != 0.0f ? q * m.lq_m : 0.0f;
     }
     tp += ap;
     tq += aq;
@@ -369,7 +372,7 @@ static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* b
     for (int64_t i = 0; i < n; ++i) {
       const Mixture m = mixture(log_ratio(xs[i], xt[i], ks, kt, shift), beta);
       const float q = fexp(S(xs[i]));
-      g[i] = (q > 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
+      g[i] = (q != 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     finish_grad_chunk(c, off, n, g);
   });

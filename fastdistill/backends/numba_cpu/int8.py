@@ -31,8 +31,15 @@ def _quantize_rows(x, q, scale):
     m, k = x.shape
     for i in prange(m):
         absmax = np.float32(0.0)
+        finite = True
         for t in range(k):
-            absmax = max(absmax, abs(x[i, t]))
+            v = abs(x[i, t])
+            absmax = max(absmax, v)
+            finite &= v < np.float32(np.inf)  # False for inf and NaN (which max() would skip)
+        if not finite:  # the row's outputs are NaN (NaN scale), its codes 0
+            scale[i] = np.float32(np.nan)
+            q[i, :] = 0
+            continue
         s = np.float32(absmax / np.float32(127.0))
         scale[i] = s
         div = np.float32(1.0) if s == 0 else s
@@ -50,8 +57,15 @@ def _dequantize(acc, row_scale, wscale, bias, has_bias, out):
             out[i, j] = v + bias[j] if has_bias else v
 
 
+def _check_inner(a: Tensor, codes: Tensor, name: str = "codes") -> None:
+    """ValueError unless a (M x K) and codes (N x K) agree on K: _mm reads K entries of each row, unchecked."""
+    if a.dim() != 2 or codes.dim() != 2 or a.shape[1] != codes.shape[1]:
+        raise ValueError(f"{name}: expected (N, {a.shape[-1]}) to match a's K, got {tuple(codes.shape)}")
+
+
 @register_kernel("int8_mm", "numba")
 def int8_mm(a: Tensor, b: Tensor) -> Tensor:
+    _check_inner(a, b.t(), "b")
     out = np.empty((a.shape[0], b.shape[1]), np.int32)
     _mm(a.numpy(), np.ascontiguousarray(b.numpy().T), out)
     return torch.from_numpy(out)
@@ -59,6 +73,7 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
 
 @register_kernel("int8_mm_packed", "numba")
 def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
+    _check_inner(a, codes)
     out = np.empty((a.shape[0], codes.shape[0]), np.int32)
     _mm(a.numpy(), codes.numpy(), out)
     return torch.from_numpy(out)
@@ -67,8 +82,12 @@ def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Te
 @register_kernel("int8_linear", "numba")
 def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
+    _check_inner(x, codes)
+    m, n = x.shape[0], codes.shape[0]
+    for name, v in (("wscale", wscale), ("bias", bias)):
+        if v is not None and v.shape != (n,):
+            raise ValueError(f"{name}: expected shape ({n},) (one per output channel), got {tuple(v.shape)}")
     xf = x.detach().float().numpy()
-    m, n = xf.shape[0], codes.shape[0]
     q = np.empty(xf.shape, np.int8)
     scale = np.empty(m, np.float32)
     _quantize_rows(xf, q, scale)

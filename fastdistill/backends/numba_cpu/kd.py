@@ -91,19 +91,19 @@ def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_ind
             lp = (tr[j] - tm) * tk - tlz
             if div == 0:
                 p = math.exp(lp)
-                if p > 0.0:
+                if p != 0.0:  # NaN (a NaN or +inf logit) must reach the loss, as it reaches the gradient
                     d += p * (lp - ls)
             elif div == 1:
                 q = math.exp(ls)
-                if q > 0.0:
+                if q != 0.0:
                     d += q * (ls - lp)
             elif div == 2:
                 lm = _log_mixture(lp, ls, beta)
                 p = math.exp(lp)
                 q = math.exp(ls)
-                if p > 0.0:
+                if p != 0.0:
                     d += beta * p * (lp - lm)
-                if q > 0.0:
+                if q != 0.0:
                     kl_q += q * (ls - lm)
         if div == 2:
             d += (1.0 - beta) * kl_q
@@ -115,9 +115,9 @@ def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_ind
                 g = cce * math.exp((sr[j] - s1m) * s1k - s1lz)
                 if div == 0:
                     g += ckd * (q - math.exp(lp))
-                elif div == 1 and q > 0.0:
+                elif div == 1 and q != 0.0:
                     g += ckd * q * ((ls - lp) - d)
-                elif div == 2 and q > 0.0:
+                elif div == 2 and q != 0.0:
                     g += ckd * q * ((ls - _log_mixture(lp, ls, beta)) - kl_q)
                 grad[r, j] = g
             if ce:

@@ -188,8 +188,21 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
     return codes, scale, zp
 
 
+def _check_rows(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, out: Tensor) -> None:
+    """ValueError unless the arrays hold what _dequantize_rows reads for out's (rows, length): Numba does not
+    bounds-check, and the op can be called directly (torch.ops.fastdistill.dequantize_into)."""
+    rows, length = out.shape
+    if codes.dim() != 2 or codes.shape[0] != rows or codes.shape[1] < (length * bits + 7) // 8:
+        raise ValueError(f"codes: expected ({rows}, {(length * bits + 7) // 8}) for {rows} rows of {length} "
+                         f"{bits}-bit codes, got {tuple(codes.shape)}")
+    if scale.shape != (rows,) or zp.shape != (rows,):
+        raise ValueError(f"scale, zero_point: expected shape ({rows},), got {tuple(scale.shape)} and "
+                         f"{tuple(zp.shape)}")
+
+
 @register_kernel("dequantize_into", "numba", supports=_into_supports)
 def dequantize_into(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, out: Tensor) -> None:
+    _check_rows(codes, scale, zp, bits, out)
     _dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.detach().numpy(),
                      _threads())
 

@@ -26,8 +26,8 @@ DIVERGENCES = ("kl", "reverse_kl", "jsd", "none")
 
 
 def _xlogy_diff(w: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """w * (a - b), 0 where w == 0 (even if a - b is infinite)."""
-    return torch.where(w > 0, w * (a - b), torch.zeros((), dtype=w.dtype, device=w.device))
+    """w * (a - b), 0 where w == 0 (even if a - b is infinite); NaN where w is NaN (NaN in, NaN out)."""
+    return torch.where(w == 0, torch.zeros((), dtype=w.dtype, device=w.device), w * (a - b))
 
 
 @register_kernel("kd_loss", "python", devices=("cpu", "cuda"))
