@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import declare_op, dispatch
+from ._kd_checks import check_classes, check_sparse_teacher
 from .formats.codes import code_dtype, row_bytes
 from .formats.csr import columns, dequantized
 
@@ -190,11 +191,13 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperat
             divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
             compute_grad: bool) -> Tuple[Tensor, Tensor]:
     """(loss, grad): the reduced distillation loss and its gradient w.r.t. ``student``, computed in the same pass
-    (an empty tensor unless ``compute_grad``). Arguments are validated by :func:`fastdistill.kd_loss`."""
+    (an empty tensor unless ``compute_grad``). Arguments are validated by :func:`fastdistill.kd_loss`, the target's
+    values here (also under torch.compile)."""
     V = student.shape[-1]
     s = student.contiguous().reshape(-1, V)
     t = teacher.contiguous().reshape(-1, V)
     y = None if target is None else target.contiguous().reshape(-1)
+    check_classes(y, V, ignore_index)
     scale = kd_reduction_scale(student, target, ignore_index, reduction)
     div = "none" if alpha == 0 else divergence
     row_loss, grad = dispatch("kd_loss", s, t, y, temperature, alpha, div, beta, ignore_index, scale,
@@ -277,13 +280,16 @@ def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_pr
                    ignore_index: int, reduction: str, compute_grad: bool) -> Tuple[Tensor, Tensor]:
     """(loss, grad) of the distillation loss against a sparse teacher (K entries per row: ``indices`` with their
     ``values``, and ``sampling_probs`` for importance-sampled entries), as :func:`kd_loss`. Arguments are
-    validated by :func:`fastdistill.sparse_kd_loss`."""
+    validated by :func:`fastdistill.sparse_kd_loss`, the values of the target and of the teacher's entries here
+    (also under torch.compile)."""
     V, K = student.shape[-1], indices.shape[-1]
     s = student.contiguous().reshape(-1, V)
     idx = indices.contiguous().reshape(-1, K)
     val = values.contiguous().reshape(-1, K)
     r = None if sampling_probs is None else sampling_probs.contiguous().reshape(-1, K)
     y = None if target is None else target.contiguous().reshape(-1)
+    check_sparse_teacher(idx, val, r, values_kind, V)
+    check_classes(y, V, ignore_index)
     scale = kd_reduction_scale(student, target, ignore_index, reduction)
     row_loss, grad = dispatch("sparse_kd_loss", s, idx, val, r, y, temperature, alpha, values_kind, tail,
                               ignore_index, scale, compute_grad)
