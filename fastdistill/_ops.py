@@ -52,9 +52,9 @@ def call(op: str, *args: object, autograd: bool = False) -> Any:
     """The one way into an op, for every public function. Eager calls run the op's body directly: the custom op's
     dispatcher round trip costs 30-40 us (as much as an M = 1 linear kernel) and its first call imports the compiler
     stack (~1 s). With ``autograd`` the body runs inside an ``autograd.Function`` with the op's own backward. Under
-    torch.compile, and for tensor subclasses, the custom op itself is called so that graphs and subclass dispatch
-    see it."""
-    if torch.compiler.is_compiling() or not all(_plain(a) for a in args):
+    torch.compile and torch.jit.trace, and for tensor subclasses, the custom op itself is called so that graphs and
+    subclass dispatch see it (a trace of the body would record the empty output buffer, not the kernel filling it)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not all(_plain(a) for a in args):
         return getattr(sys.modules[__name__], op)(*args)  # (globals() cannot be traced by dynamo)
     if autograd:
         return _EAGER_AUTOGRAD[op].apply(*args)
