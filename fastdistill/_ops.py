@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ._dispatch import declare_op, dispatch
 from ._kd_checks import check_classes, check_sparse_teacher
-from .formats.codes import code_dtype, row_bytes
+from .formats.codes import check_code_rows, code_dtype, row_bytes
 from .formats.csr import columns, dequantized
 
 
@@ -147,6 +147,7 @@ def _(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tupl
 @_op("dequantize")
 def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     """(rows, length) float32 values of the codes made by :func:`quantize`."""
+    check_code_rows(codes, scale, zero_point, bits, codes.shape[0], length)
     return dispatch("dequantize", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme,
                     length)
 
@@ -159,6 +160,7 @@ def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, 
 @_op("dequantize_into", mutates_args=("out",))
 def dequantize_into(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
     """:func:`dequantize` written into the contiguous float32 ``out`` (rows, length): no fresh output memory."""
+    check_code_rows(codes, scale, zero_point, bits, out.shape[0], out.shape[1])
     dispatch("dequantize_into", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme, out)
 
 

@@ -10,6 +10,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
+from .._int8 import check_int8_operands
 
 
 @njit(cache=True, parallel=True)
@@ -57,15 +58,9 @@ def _dequantize(acc, row_scale, wscale, bias, has_bias, out):
             out[i, j] = v + bias[j] if has_bias else v
 
 
-def _check_inner(a: Tensor, codes: Tensor, name: str = "codes") -> None:
-    """ValueError unless a (M x K) and codes (N x K) agree on K: _mm reads K entries of each row, unchecked."""
-    if a.dim() != 2 or codes.dim() != 2 or a.shape[1] != codes.shape[1]:
-        raise ValueError(f"{name}: expected (N, {a.shape[-1]}) to match a's K, got {tuple(codes.shape)}")
-
-
 @register_kernel("int8_mm", "numba")
 def int8_mm(a: Tensor, b: Tensor) -> Tensor:
-    _check_inner(a, b.t(), "b")
+    check_int8_operands(a, b.t(), name="b")
     out = np.empty((a.shape[0], b.shape[1]), np.int32)
     _mm(a.numpy(), np.ascontiguousarray(b.numpy().T), out)
     return torch.from_numpy(out)
@@ -73,7 +68,7 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
 
 @register_kernel("int8_mm_packed", "numba")
 def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
-    _check_inner(a, codes)
+    check_int8_operands(a, codes)
     out = np.empty((a.shape[0], codes.shape[0]), np.int32)
     _mm(a.numpy(), codes.numpy(), out)
     return torch.from_numpy(out)
@@ -82,11 +77,8 @@ def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Te
 @register_kernel("int8_linear", "numba")
 def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
-    _check_inner(x, codes)
+    check_int8_operands(x, codes, wscale, bias)
     m, n = x.shape[0], codes.shape[0]
-    for name, v in (("wscale", wscale), ("bias", bias)):
-        if v is not None and v.shape != (n,):
-            raise ValueError(f"{name}: expected shape ({n},) (one per output channel), got {tuple(v.shape)}")
     xf = x.detach().float().numpy()
     q = np.empty(xf.shape, np.int8)
     scale = np.empty(m, np.float32)

@@ -12,7 +12,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from ...formats.codes import empty_codes, row_bytes
+from ...formats.codes import empty_codes
 from .._quant import RANGE_OVERFLOW, dequantize_supports, into_supports, quantize_supports
 
 _ROUND = np.float32(12582912.0)  # 1.5 * 2^23
@@ -188,21 +188,8 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
     return codes, scale, zp
 
 
-def _check_rows(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, out: Tensor) -> None:
-    """ValueError unless the arrays hold what _dequantize_rows reads for out's (rows, length): Numba does not
-    bounds-check, and the op can be called directly (torch.ops.fastdistill.dequantize_into)."""
-    rows, length = out.shape
-    if codes.dim() != 2 or codes.shape[0] != rows or codes.shape[1] < row_bytes(length, bits):
-        raise ValueError(f"codes: expected ({rows}, {row_bytes(length, bits)}) for {rows} rows of {length} "
-                         f"{bits}-bit codes, got {tuple(codes.shape)}")
-    if scale.shape != (rows,) or zp.shape != (rows,):
-        raise ValueError(f"scale, zero_point: expected shape ({rows},), got {tuple(scale.shape)} and "
-                         f"{tuple(zp.shape)}")
-
-
 @register_kernel("dequantize_into", "numba", supports=into_supports)
 def dequantize_into(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, out: Tensor) -> None:
-    _check_rows(codes, scale, zp, bits, out)
     _dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.detach().numpy(),
                      _threads())
 

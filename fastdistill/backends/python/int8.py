@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..._dispatch import register_kernel
+from .._int8 import check_int8_operands
 
 DEVICES = ("cpu", "cuda")
 
@@ -59,11 +60,13 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
 
 @register_kernel("int8_mm_packed", "python", devices=DEVICES)
 def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
+    check_int8_operands(a, codes)
     return mm(a, codes.t())
 
 
 @register_kernel("int8_linear", "python", devices=DEVICES)
 def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
+    check_int8_operands(x, codes, wscale, bias)
     q, scale = quantize_rows(x)
     return dequantize(mm(q, codes.t()), scale, wscale, bias)
