@@ -187,8 +187,8 @@ class BuildExt(build_ext):
 
 
 # FASTDISTILL_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer build of _C, for the native test subset
-# (README, Development); unstripped, with frame pointers for readable reports.
-SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] \
+# (README, Development); unstripped, with frame pointers for readable reports; -O1 compiles 3x faster than -O3.
+SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"] \
     if os.environ.get("FASTDISTILL_SANITIZE") == "1" else []
 _install_parallel_compile()
 cpp_sources = sorted(glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/bind/*.cpp"))
