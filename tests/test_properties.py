@@ -81,8 +81,10 @@ def equal(got, want) -> None:
     assert torch.equal(got, want)
 
 
-def close(rtol: float, atol_frac: float = 0.0) -> Callable[[object, object], None]:
-    """allclose with atol = atol_frac * max|want| (the scale of the output), NaN where the reference has NaN."""
+def close(rtol: float, atol_frac: float = 0.0, atol_min: float = 0.0) -> Callable[[object, object], None]:
+    """allclose with atol = max(atol_frac * max|want|, atol_min) (the scale of the output, or the resolution of
+    fp32 arithmetic for outputs that cancel to ~0, e.g. a loss when student and teacher coincide), NaN where the
+    reference has NaN."""
 
     def compare(got, want) -> None:
         if isinstance(want, (list, tuple)):
@@ -93,7 +95,7 @@ def close(rtol: float, atol_frac: float = 0.0) -> Callable[[object, object], Non
         finite = torch.isfinite(w)
         assert torch.equal(torch.isnan(g), torch.isnan(w)), "NaN pattern differs from the reference"
         scale = float(w[finite].abs().max()) if bool(finite.any()) else 0.0
-        torch.testing.assert_close(g[finite], w[finite], rtol=rtol, atol=atol_frac * scale + 1e-30)
+        torch.testing.assert_close(g[finite], w[finite], rtol=rtol, atol=max(atol_frac * scale, atol_min))
 
     return compare
 
@@ -184,6 +186,19 @@ def test_sparse_matmul(data, rows, cols, batch, density, vdtype):
 TEMPERATURES = st.sampled_from([0.5, 1.0, 2.0, 4.0, 10.0, 11.0, 1e3, 1e6])
 
 
+def loss_and_grad(rtol: float, temperature: float, atol_frac: float = 1e-4) -> Callable[[object, object], None]:
+    """Compares (loss rows, gradient): fp32 rows carry ~1e-7 absolute per log-probability, times T^2 in the loss
+    and T in the gradient."""
+    loss = close(rtol, atol_frac, 1e-6 * max(1.0, temperature) ** 2)
+    grad = close(rtol, atol_frac, 1e-6 * max(1.0, temperature))
+
+    def compare(got, want) -> None:
+        loss(got[0], want[0])
+        grad(got[1], want[1])
+
+    return compare
+
+
 def _kd(s, t, y, **kw):
     x = s.clone().requires_grad_()
     loss = fd.kd_loss(x, t, y, reduction="none", **kw)
@@ -209,7 +224,8 @@ def test_kd_loss(data, rows, V, divergence, temperature, scale, alpha, log_probs
                    teacher_log_probs=log_probs)
 
     # the fp32 kernel row (T <= 10): ~1e-6 of the loss; bf16 inputs are converted exactly, the gradient is rounded
-    check_backends(run, close(1e-4 if dtype == torch.float32 else 1e-2, 1e-4 if dtype == torch.float32 else 1e-2))
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    check_backends(run, loss_and_grad(tol, min(temperature, 10.0), tol))  # above T = 10 the native row is double
 
 
 @SETTINGS
@@ -233,7 +249,9 @@ def test_sparse_kd_loss(data, rows, V, K, values, tail, temperature, alpha):
         loss.sum().backward()
         return loss.detach(), x.grad
 
-    check_backends(run, close(1e-4, 1e-4))
+    # docs/errors.md: tempered teacher logits at T >= 1e5 agree to 1e-3 (the reference's own rounding)
+    check_backends(run, loss_and_grad(1e-3 if values == "logits" and temperature >= 1e5 else 1e-4,
+                                      min(temperature, 10.0)))
 
 
 @SETTINGS

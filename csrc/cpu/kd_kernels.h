@@ -785,9 +785,18 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
     mb = cm;
   });
   double zb = 0.0, zb1 = 0.0;
+  // Above kPreciseTemperature the normaliser is summed in double: with tempered teacher logits, p and q both near
+  // uniform, the divergence is a second-order sum that the fp32 rounding of log z (~1e-7) would swamp (T = 1e3:
+  // 4e-3 off); log q at the entries is already formed in double.
+  const bool precise = P.temperature > kPreciseTemperature;
   if (nh < V) {
     for_gap_chunks(w.holes, nh, V, [&](int64_t off, int64_t cn) {
-      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, t1, &zb, &zb1);
+      const float* xs = load_chunk(srow, P.ds, off, cn, bs);
+      if (!precise) return add_exp_sums(xs, cn, mb, inv_t, t1, &zb, &zb1);
+      for (int64_t i = 0; i < cn; ++i) {
+        zb += std::exp((static_cast<double>(xs[i]) - mb) * inv_t);
+        if (t1 != kSame) zb1 += std::exp(static_cast<double>(xs[i]) - mb);
+      }
     });
   }
   float m = mb;
