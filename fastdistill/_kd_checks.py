@@ -11,9 +11,14 @@ import numpy as np
 import torch
 
 
-def check_classes(target: Optional[torch.Tensor], num_classes: int, ignore_index: int) -> None:
-    """ValueError unless every entry of the int64 ``target`` is a class in ``[0, num_classes)`` or ignore_index."""
-    if target is None or target.numel() == 0:
+def check_classes(target: Optional[torch.Tensor], rows: int, num_classes: int, ignore_index: int) -> None:
+    """ValueError unless the int64 ``target`` holds ``rows`` entries, each a class in ``[0, num_classes)`` or
+    ignore_index (the kernels index a row's gradient with it)."""
+    if target is None:
+        return
+    if target.numel() != rows:
+        raise ValueError(f"target: expected {rows} class indices (one per row), got {target.numel()}")
+    if rows == 0:
         return
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
@@ -23,11 +28,15 @@ def check_classes(target: Optional[torch.Tensor], num_classes: int, ignore_index
 
 
 def check_sparse_teacher(idx: torch.Tensor, val: torch.Tensor, r: Optional[torch.Tensor], values: str,
-                          V: int) -> None:
-    """The checks of the (rows, K) teacher arrays that need their contents: index range, value range (no NaN),
+                          rows: int, V: int) -> None:
+    """The checks of the (rows, K) teacher arrays: their shapes (the kernels index them per student row), and what
+    needs their contents: index range, value range (no NaN),
     row sums <= 1 (+ tolerance), sampling probabilities in (0, 1], and no index twice among a row's live entries
     (without sampling). CPU arrays are checked with numpy: single-threaded, where each small parallel torch op can
     cost milliseconds of thread wake-up on a busy machine."""
+    if idx.dim() != 2 or idx.shape[0] != rows or val.shape != idx.shape or (r is not None and r.shape != idx.shape):
+        raise ValueError(f"teacher_indices, teacher_values, sampling_probs: expected ({rows}, K) each, got "
+                         f"{tuple(idx.shape)}, {tuple(val.shape)}, {None if r is None else tuple(r.shape)}")
     if math.prod(idx.shape) == 0:
         return
     with np.errstate(all="ignore"):  # exp overflow and NaN are what the checks report

@@ -199,7 +199,7 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperat
     s = student.contiguous().reshape(-1, V)
     t = teacher.contiguous().reshape(-1, V)
     y = None if target is None else target.contiguous().reshape(-1)
-    check_classes(y, V, ignore_index)
+    check_classes(y, s.shape[0], V, ignore_index)
     scale = kd_reduction_scale(student, target, ignore_index, reduction)
     div = "none" if alpha == 0 else divergence
     row_loss, grad = dispatch("kd_loss", s, t, y, temperature, alpha, div, beta, ignore_index, scale,
@@ -290,8 +290,8 @@ def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_pr
     val = values.contiguous().reshape(-1, K)
     r = None if sampling_probs is None else sampling_probs.contiguous().reshape(-1, K)
     y = None if target is None else target.contiguous().reshape(-1)
-    check_sparse_teacher(idx, val, r, values_kind, V)
-    check_classes(y, V, ignore_index)
+    check_sparse_teacher(idx, val, r, values_kind, s.shape[0], V)
+    check_classes(y, s.shape[0], V, ignore_index)
     scale = kd_reduction_scale(student, target, ignore_index, reduction)
     row_loss, grad = dispatch("sparse_kd_loss", s, idx, val, r, y, temperature, alpha, values_kind, tail,
                               ignore_index, scale, compute_grad)

@@ -197,8 +197,8 @@ def fused_linear_kd_loss(
     divergence, beta = check_divergence(divergence, beta)
     temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, hs.shape[:-1], V, hs.device, ignore_index, alpha)
-    if not torch.compiler.is_compiling():  # traced, the kernels check it per chunk
-        check_classes(y, V, int(ignore_index))
+    if y is not None and not torch.compiler.is_compiling():  # traced, the kernels check it per chunk
+        check_classes(y.reshape(-1), y.numel(), V, int(ignore_index))
     if chunk_size is None:
         chunk = default_chunk_size(V)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:

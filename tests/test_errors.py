@@ -9,7 +9,6 @@ import os
 import random
 import struct
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -13,8 +13,6 @@ import contextlib
 import os
 from typing import Callable, Iterator, List, Tuple
 
-import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -532,3 +532,17 @@ def test_row16_arguments_named_and_numpy_ints_accepted(gen):
     with pytest.raises(TypeError, match="n: expected an int"):
         fd.nm_mask(x, n=2.0)
     assert torch.equal(fd.channel_mask(x, 2, p=np.int64(2)), fd.channel_mask(x, 2, p=2))
+
+
+def test_rows_1_2_generalised_kd_ops_check_what_kernels_index(backend, gen):
+    """The kd ops reached directly (torch.ops / _ops.call, as torch.compile does) with tensors that do not fit: the
+    op body refuses them before any kernel indexes a row."""
+    s, t = torch.randn(4, 10, generator=gen), torch.randn(4, 10, generator=gen)
+    with pytest.raises(ValueError, match="target"):
+        _ops.call("kd_loss", s, t, torch.zeros(2, dtype=torch.long), 1.0, 0.5, "kl", 0.5, -100, "sum", False, False)
+    idx, val = torch.zeros(2, 3, dtype=torch.long), torch.full((2, 3), 0.1)
+    with pytest.raises(ValueError, match="teacher_indices"):
+        _ops.call("sparse_kd_loss", s, idx, val, None, None, 1.0, 1.0, "probs", "none", -100, "sum", False)
+    with pytest.raises(ValueError, match="teacher_indices"):
+        _ops.call("sparse_kd_loss", s, torch.zeros(4, 3, dtype=torch.long), val, None, None, 1.0, 1.0, "probs",
+                  "none", -100, "sum", False)

@@ -223,30 +223,30 @@ FD_INLINE void finish_grad_chunk(const RowCtx& c, int64_t off, int64_t n, float*
   store_chunk(c.g, c.ds, off, n, g);
 }
 
-// log p - log q of one element, as (u - m_t) k_t - (x - m_s) k_s - dz: the shifted, scaled logits (what the
-// log-probabilities are before their normalisers) and the normalisers' difference in double. Taking the difference
-// of the two fp32 log-probabilities instead (each about -log V with its own rounded normaliser) loses ~1e-7
-// absolute per element, which the divergence, a far smaller sum of such differences at large tau, inherits (1e-5
-// relative at tau = 8); and subtracting the maxima first keeps a logit of 1e30 from swallowing the O(1) parts.
+// log p - log q of one element from the two fp32 log-probabilities, plus the fp32 rounding of their normalisers'
+// difference (computed once per row in double): left in, that rounding (~1e-7, the same for every element) shifts
+// the divergence by as much, 1e-5 of it at tau = 8, where the divergence, a sum of such differences, gets small.
 struct LogRatioPQ {
-  LogSoftmax s, t;
-  float dz;
-  FD_INLINE float operator()(float xs, float xt) const { return (xt - t.m) * t.k - (xs - s.m) * s.k - dz; }
+  float corr;
+  explicit LogRatioPQ(const RowCtx& c)
+      : corr(static_cast<float>((static_cast<double>(c.lp.lz) - static_cast<double>(c.ls.lz)) - c.dz)) {}
+  FD_INLINE float operator()(float ls, float lp) const { return (lp - ls) + corr; }
 };
 
 // KL(p || q) = sum p (log p - log q), without the gradient.
 static double kl_loss(const RowCtx& c, float* bs, float* bt) {
   double total = 0;
-  const LogSoftmax P = c.lp;
-  const LogRatioPQ R{c.ls, c.lp, static_cast<float>(c.dz)};
+  const LogSoftmax S = c.ls, P = c.lp;
+  const LogRatioPQ R(c);
   for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
     float acc = 0;
 #pragma omp simd reduction(+ : acc)
     for (int64_t i = 0; i < n; ++i) {
-      const float p = fexp(P(xt[i]));
-      acc += p != 0.0f ? p * R(xs[i], xt[i]) : 0.0f;
+      const float ls = S(xs[i]), lp = P(xt[i]);
+      const float p = fexp(lp);
+      acc += p != 0.0f ? p * R(ls, lp) : 0.0f;
     }
     total += acc;
   });
@@ -258,7 +258,7 @@ template <int M>
 static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
   double total = 0;
   const LogSoftmax S = c.ls, P = c.lp, S1 = c.ls1;
-  const LogRatioPQ R{c.ls, c.lp, static_cast<float>(c.dz)};
+  const LogRatioPQ R(c);
   const float ckd = c.ckd, cce = c.cce, sq = c.sq_scale;
   for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -269,7 +269,7 @@ static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
     for (int64_t i = 0; i < n; ++i) {
       const float ls = S(xs[i]), lp = P(xt[i]);
       const float p = fexp(lp), q = fexp(ls);
-      acc += p != 0.0f ? p * R(xs[i], xt[i]) : 0.0f;
+      acc += p != 0.0f ? p * R(ls, lp) : 0.0f;
       g[i] = ckd * (q - p) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     total += acc;
@@ -278,14 +278,24 @@ static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
   return total;
 }
 
-// log q - log p + shift, accurately: as (x - m_s) k_s - (u - m_t) k_t + (dz + shift) in double, then rounded once.
-// In fp32 the difference of two log-probabilities of magnitude ~100 (logits of scale 30) loses ~1e-5 to
-// cancellation, which the reverse-KL and JSD gradients, q (log q - log p - D), would inherit.
+// log q - log p + shift, accurately, in double, then rounded once: in fp32 the difference of two log-probabilities
+// of magnitude ~100 (logits of scale 30) loses ~1e-5 to cancellation, which the reverse-KL and JSD gradients,
+// q (log q - log p - D), would inherit. As x k_s - u k_t + (constant), unless the maxima are so large (a logit of
+// 1e30) that the constant would swallow the O(1) parts (Big: (x - m_s) k_s - (u - m_t) k_t + (dz + shift), two
+// more subtractions per element, so a row picks the form once).
+FD_INLINE bool big_logits(const RowCtx& c) {
+  return std::fabs(c.ls.m * c.ls.k) + std::fabs(c.lp.m * c.lp.k) > 0x1p26f;  // (double keeps 2^-27 absolute)
+}
+
+template <bool Big>
 struct LogRatioQP {
   double ms, ks, mt, kt, shift;
-  LogRatioQP(const RowCtx& c, double extra) : ms(c.ls.m), ks(c.ls.k), mt(c.lp.m), kt(c.lp.k), shift(c.dz + extra) {}
+  LogRatioQP(const RowCtx& c, double extra)
+      : ms(c.ls.m), ks(c.ls.k), mt(c.lp.m), kt(c.lp.k),
+        shift(Big ? c.dz + extra : c.dz + extra - ms * ks + mt * kt) {}
   FD_INLINE double exact(float xs, float xt) const {
-    return (static_cast<double>(xs) - ms) * ks - (static_cast<double>(xt) - mt) * kt + shift;
+    if constexpr (Big) return (static_cast<double>(xs) - ms) * ks - (static_cast<double>(xt) - mt) * kt + shift;
+    else return static_cast<double>(xs) * ks - static_cast<double>(xt) * kt + shift;
   }
   FD_INLINE float operator()(float xs, float xt) const { return static_cast<float>(exact(xs, xt)); }
 };
@@ -293,10 +303,11 @@ struct LogRatioQP {
 // KL(q || p) = sum q (log q - log p) / sum q. Dividing by sum q (1 up to rounding) cancels the rounding of q's
 // normaliser, common to every q_j, which would otherwise shift KL by ~1e-6 of log q - log p: the gradient
 // subtracts KL from terms of that size.
+template <bool Big>
 static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
   double total = 0, mass = 0;
   const LogSoftmax S = c.ls;
-  const LogRatioQP R(c, 0.0);
+  const LogRatioQP<Big> R(c, 0.0);
   for_chunks(c.V, [=, &c, &total, &mass](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
@@ -314,10 +325,10 @@ static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
 }
 
 // d KL(q || p) / d(x / tau) = q * (log q - log p - KL).
-template <int M>
+template <int M, bool Big>
 static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, float* bg) {
   const LogSoftmax S = c.ls, S1 = c.ls1;
-  const LogRatioQP R(c, -kl);
+  const LogRatioQP<Big> R(c, -kl);
   const float ckd = c.ckd, cce = c.cce, sq = c.sq_scale;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -348,9 +359,10 @@ FD_INLINE Mixture mixture(float r, float beta) {
 }
 
 // Generalised JSD: beta KL(p || m) + (1 - beta) KL(q || m). Returns the two KLs (teacher's, student's).
+template <bool Big>
 static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double* kl_q) {
   const LogSoftmax S = c.ls, P = c.lp;
-  const LogRatioQP R(c, 0.0);
+  const LogRatioQP<Big> R(c, 0.0);
   const float beta = c.beta;
   double tp = 0, tq = 0;
   for_chunks(c.V, [=, &c, &tp, &tq](int64_t off, int64_t n) {
@@ -375,10 +387,10 @@ static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double
 }
 
 // d JSD / d(x / tau) = (1 - beta) q (log q - log m - KL(q || m)); ckd already holds the (1 - beta).
-template <int M>
+template <int M, bool Big>
 static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* bg) {
   const LogSoftmax S = c.ls, S1 = c.ls1;
-  const LogRatioQP R(c, 0.0);
+  const LogRatioQP<Big> R(c, 0.0);
   const float ckd = c.ckd, cce = c.cce, beta = c.beta, sq = c.sq_scale;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -407,27 +419,33 @@ static void ce_grad(const RowCtx& c, float* bs, float* bg) {
   });
 }
 
-template <int M>
+template <int M, bool Big>
 static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs, float* bt, float* bg) {
   const bool grad = c.g != nullptr;
   switch (P.div) {
     case Divergence::KL:
       return grad ? kl_loss_grad<M>(c, bs, bt, bg) : kl_loss(c, bs, bt);
     case Divergence::ReverseKL: {
-      const double kl = reverse_kl_loss(c, bs, bt);
-      if (grad) reverse_kl_grad<M>(c, kl, bs, bt, bg);
+      const double kl = reverse_kl_loss<Big>(c, bs, bt);
+      if (grad) reverse_kl_grad<M, Big>(c, kl, bs, bt, bg);
       return kl;
     }
     case Divergence::JSD: {
       double kl_p, kl_q;
-      jsd_loss(c, bs, bt, &kl_p, &kl_q);
-      if (grad) jsd_grad<M>(c, static_cast<float>(kl_q), bs, bt, bg);
+      jsd_loss<Big>(c, bs, bt, &kl_p, &kl_q);
+      if (grad) jsd_grad<M, Big>(c, static_cast<float>(kl_q), bs, bt, bg);
       return P.beta * kl_p + (1.0 - P.beta) * kl_q;
     }
     default:
       if (grad) ce_grad(c, bs, bg);
       return 0.0;
   }
+}
+
+template <int M>
+static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs, float* bt, float* bg) {
+  const bool big = P.div != Divergence::KL && P.div != Divergence::None && big_logits(c);
+  return big ? divergence_and_grad<M, true>(P, c, bs, bt, bg) : divergence_and_grad<M, false>(P, c, bs, bt, bg);
 }
 
 // Sets *y to row r's target (-1 without targets); a row whose target is ignore_index gets loss 0 and a zero
