@@ -186,6 +186,10 @@ class BuildExt(build_ext):
             json.dump(self.status, fh, indent=1)
 
 
+# FASTDISTILL_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer build of _C, for the native test subset
+# (README, Development); unstripped, with frame pointers for readable reports; -O1 compiles 3x faster than -O3.
+SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"] \
+    if os.environ.get("FASTDISTILL_SANITIZE") == "1" else []
 _install_parallel_compile()
 cpp_sources = sorted(glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/bind/*.cpp"))
 if _target_is_x86():
@@ -199,8 +203,8 @@ extensions = [
         include_dirs=[_pybind_include(), "csrc"],
         language="c++",
         # -g0 overrides the -g of Python's own CFLAGS: debug info made the module 52 MB
-        extra_compile_args=["-std=c++17", "-O3", "-g0", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno"],
-        extra_link_args=["-fopenmp", "-s"],
+        extra_compile_args=["-std=c++17", "-O3", "-g0", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno"] + SANITIZE,
+        extra_link_args=["-fopenmp"] + (SANITIZE or ["-s"]),
     )
 ]
 if cuda_sources:

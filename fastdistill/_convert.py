@@ -34,6 +34,13 @@ def check_float(x: torch.Tensor, name: str = "x") -> None:
         raise TypeError(f"{name}: expected a float32, float16, bfloat16 or float64 tensor, got {x.dtype}")
 
 
+def check_int(value: Any, name: str) -> int:
+    """``value`` as a Python int: ints and numpy integers are accepted, bools and floats (even ``8.0``) are not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
 def like_input(result: torch.Tensor, original: Any) -> ArrayLike:
     """Return ``result`` as the same kind (torch or numpy) as the caller's input."""
     return result.numpy() if isinstance(original, np.ndarray) else result

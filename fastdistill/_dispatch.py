@@ -12,6 +12,11 @@ kernel registered by one of the backends:
 first kernel that can serve the inputs. A forced backend (``set_backend``, ``use_backend``, or the environment
 variable ``FASTDISTILL_BACKEND``) never falls back silently: if it cannot serve, :class:`BackendError` lists why for
 every backend.
+
+Scope of the choice: ``set_backend`` (and ``FASTDISTILL_BACKEND``) is process-wide: every thread, including thread
+pools started before or after the call, sees it. ``use_backend`` is context-local: inside the ``with`` block it
+overrides the process-wide choice for the current thread (and asyncio task) only; other threads keep seeing the
+process-wide choice.
 """
 from __future__ import annotations
 
@@ -190,7 +195,14 @@ def _initial_backend() -> str:
     return env
 
 
-_CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("fastdistill_backend", default=_initial_backend())
+_PROCESS_CHOICE: str = _initial_backend()  # set_backend: seen by every thread
+# use_backend: a per-thread / per-task override of it (None: no override). Threads start with an empty context, so
+# a worker never inherits an override, and always sees the process-wide choice.
+_OVERRIDE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("fastdistill_backend", default=None)
+
+
+def _choice() -> str:
+    return _OVERRIDE.get() or _PROCESS_CHOICE
 
 
 def _check_choice(name: str) -> str:
@@ -200,34 +212,38 @@ def _check_choice(name: str) -> str:
 
 
 def get_backend() -> str:
-    """The backend choice in effect: ``"auto"`` or a forced backend name."""
-    return _CURRENT.get()
+    """The backend choice in effect in this thread: ``"auto"`` or a forced backend name."""
+    return _choice()
 
 
 def set_backend(name: str) -> None:
-    """Force a backend for every op (``"native"``, ``"numba"``, ``"python"``, ``"cuda"``), or ``"auto"``.
+    """Force a backend for every op (``"native"``, ``"numba"``, ``"python"``, ``"cuda"``), or ``"auto"``, in the
+    whole process: every thread (thread pools included) uses it, except inside a :func:`use_backend` block.
 
     Example::
 
         fastdistill.set_backend("python")   # run everything on the pure-torch reference
     """
-    _CURRENT.set(_check_choice(name))
+    global _PROCESS_CHOICE
+    _PROCESS_CHOICE = _check_choice(name)
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Context manager form of :func:`set_backend`.
+    """Force a backend inside a ``with`` block, for the current thread (or asyncio task) only: it overrides the
+    process-wide :func:`set_backend` choice there; threads started inside the block, and every other thread, keep
+    the process-wide choice.
 
     Example::
 
         with fastdistill.use_backend("numba"):
             mask = fastdistill.magnitude_mask(w, 0.9)
     """
-    token = _CURRENT.set(_check_choice(name))
+    token = _OVERRIDE.set(_check_choice(name))
     try:
         yield
     finally:
-        _CURRENT.reset(token)
+        _OVERRIDE.reset(token)
 
 
 _CANDIDATES: Dict[Tuple[str, str, str], List[Tuple[str, Kernel]]] = {}
@@ -252,15 +268,15 @@ def _candidates(op: str, choice: str, device: str) -> List[Tuple[str, Kernel]]:
 def select_kernel(op: str, args: Sequence[Any]) -> Tuple[str, Callable[..., Any]]:
     """The (backend, kernel) that would run ``op`` on ``args`` under the current choice; raises BackendError."""
     device = _device_type(args)
-    choice = _CURRENT.get()
+    choice = _choice()
     for backend, kernel in _candidates(op, choice, device):
         if kernel.dtypes is not None and any(t.dtype not in kernel.dtypes for t in _tensors(args)):
             continue
         if kernel.supports is None or kernel.supports(*args) is None:
             return backend, kernel.fn
     reasons = "; ".join(f"{b}: {_kernel_reason(op, b, args, device) or 'usable'}" for b in BACKENDS)
-    wanted = "no backend" if choice == "auto" else f"backend {choice!r}"
-    raise BackendError(f"{wanted} can run fastdistill::{op} on these inputs ({device}). Per backend: {reasons}")
+    wanted = "no backend can" if choice == "auto" else f"the forced backend {choice!r} cannot"
+    raise BackendError(f"{wanted} run fastdistill::{op} on these inputs ({device}). Per backend: {reasons}")
 
 
 def dispatch(op: str, *args: Any) -> Any:

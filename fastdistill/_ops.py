@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from ._dispatch import declare_op, dispatch
-from .formats.codes import code_dtype, row_bytes
+from ._kd_checks import check_classes, check_sparse_teacher
+from .formats.codes import check_code_rows, code_dtype, row_bytes
 from .formats.csr import columns, dequantized
 
 
@@ -146,6 +147,7 @@ def _(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tupl
 @_op("dequantize")
 def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     """(rows, length) float32 values of the codes made by :func:`quantize`."""
+    check_code_rows(codes, scale, zero_point, bits, codes.shape[0], length)
     return dispatch("dequantize", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme,
                     length)
 
@@ -158,6 +160,7 @@ def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, 
 @_op("dequantize_into", mutates_args=("out",))
 def dequantize_into(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
     """:func:`dequantize` written into the contiguous float32 ``out`` (rows, length): no fresh output memory."""
+    check_code_rows(codes, scale, zero_point, bits, out.shape[0], out.shape[1])
     dispatch("dequantize_into", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme, out)
 
 
@@ -190,11 +193,13 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperat
             divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
             compute_grad: bool) -> Tuple[Tensor, Tensor]:
     """(loss, grad): the reduced distillation loss and its gradient w.r.t. ``student``, computed in the same pass
-    (an empty tensor unless ``compute_grad``). Arguments are validated by :func:`fastdistill.kd_loss`."""
+    (an empty tensor unless ``compute_grad``). Arguments are validated by :func:`fastdistill.kd_loss`, the target's
+    values here (also under torch.compile)."""
     V = student.shape[-1]
     s = student.contiguous().reshape(-1, V)
     t = teacher.contiguous().reshape(-1, V)
     y = None if target is None else target.contiguous().reshape(-1)
+    check_classes(y, s.shape[0], V, ignore_index)
     scale = kd_reduction_scale(student, target, ignore_index, reduction)
     div = "none" if alpha == 0 else divergence
     row_loss, grad = dispatch("kd_loss", s, t, y, temperature, alpha, div, beta, ignore_index, scale,
@@ -249,7 +254,7 @@ def _register_grad_in_forward(name: str, n_tensors: int, reduction_at: int) -> N
         if grad_loss is None:
             return (None,) + nones
         grad = ctx.grad.pop() if ctx.grad else call(name, *ctx.saved_tensors, *ctx.args, True)[1]
-        if grad.numel() == 0 and grad_loss.numel() > 0:
+        if grad.shape != ctx.saved_tensors[0].shape:  # the (0,) placeholder; an empty batch has a (0, V) gradient
             raise RuntimeError(f"fastdistill::{name} was called with compute_grad=False; its gradient was not computed")
         # Eager: scale the buffer we now own in place. Traced (torch.compile / AOT): out of place, and no branch on
         # the value; on CUDA no host sync either.
@@ -277,13 +282,16 @@ def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_pr
                    ignore_index: int, reduction: str, compute_grad: bool) -> Tuple[Tensor, Tensor]:
     """(loss, grad) of the distillation loss against a sparse teacher (K entries per row: ``indices`` with their
     ``values``, and ``sampling_probs`` for importance-sampled entries), as :func:`kd_loss`. Arguments are
-    validated by :func:`fastdistill.sparse_kd_loss`."""
+    validated by :func:`fastdistill.sparse_kd_loss`, the values of the target and of the teacher's entries here
+    (also under torch.compile)."""
     V, K = student.shape[-1], indices.shape[-1]
     s = student.contiguous().reshape(-1, V)
     idx = indices.contiguous().reshape(-1, K)
     val = values.contiguous().reshape(-1, K)
     r = None if sampling_probs is None else sampling_probs.contiguous().reshape(-1, K)
     y = None if target is None else target.contiguous().reshape(-1)
+    check_sparse_teacher(idx, val, r, values_kind, s.shape[0], V)
+    check_classes(y, s.shape[0], V, ignore_index)
     scale = kd_reduction_scale(student, target, ignore_index, reduction)
     row_loss, grad = dispatch("sparse_kd_loss", s, idx, val, r, y, temperature, alpha, values_kind, tail,
                               ignore_index, scale, compute_grad)

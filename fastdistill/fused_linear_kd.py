@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ._convert import check_float
 from ._dispatch import dispatch
+from ._kd_checks import check_classes
 from ._ops import kd_reduction_scale
 from .kd import check_divergence, check_options, check_target
 
@@ -196,6 +197,8 @@ def fused_linear_kd_loss(
     divergence, beta = check_divergence(divergence, beta)
     temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, hs.shape[:-1], V, hs.device, ignore_index, alpha)
+    if y is not None and not torch.compiler.is_compiling():  # traced, the kernels check it per chunk
+        check_classes(y.reshape(-1), y.numel(), V, int(ignore_index))
     if chunk_size is None:
         chunk = default_chunk_size(V)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:

@@ -31,6 +31,25 @@ class PackedInt8Weight:
     __slots__ = ("codes", "scale", "packed", "comp")
 
     def __init__(self, codes: Tensor, scale: Optional[Tensor], packed: Tensor, comp: Tensor):
+        """Wraps existing parts, validated (the kernels read N x K codes, N scales and, on the native backend, the
+        panels for that K x N): ``codes`` int8 (N, K) contiguous; ``scale`` None or float32 (N,); ``packed`` int8
+        and ``comp`` int32, 1-D (empty when not packed for the native kernel); all on one device."""
+        for name, t, dtype in (("codes", codes, torch.int8), ("packed", packed, torch.int8),
+                               ("comp", comp, torch.int32), ("scale", scale, torch.float32)):
+            if t is None and name == "scale":
+                continue
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            if t.dtype != dtype:
+                raise TypeError(f"{name}: expected {dtype}, got {t.dtype}")
+            if not t.is_contiguous() or t.dim() != (2 if name == "codes" else 1):
+                raise ValueError(f"{name}: expected a contiguous {2 if name == 'codes' else 1}-D tensor, got shape "
+                                 f"{tuple(t.shape)}")
+        if scale is not None and scale.shape != (codes.shape[0],):
+            raise ValueError(f"scale: expected shape ({codes.shape[0]},) (one per output channel, codes' rows), got "
+                             f"{tuple(scale.shape)}")
+        if len({t.device for t in (codes, scale, packed, comp) if t is not None}) > 1:
+            raise ValueError("codes, scale, packed, comp: expected tensors on one device")
         self.codes, self.scale, self.packed, self.comp = codes, scale, packed, comp
 
     @property

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import _ops
-from ._convert import ArrayLike, check_float, to_tensor
+from ._convert import ArrayLike, check_float, check_int, to_tensor
 
 DIVERGENCES = ("kl", "reverse_kl", "jsd")
 REDUCTIONS = ("batchmean", "mean", "sum", "none")
@@ -56,8 +56,9 @@ def check_options(temperature: object, alpha: object, ignore_index: object,
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
     reduction = _choice(reduction, REDUCTIONS, "reduction")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
+    ignore_index = check_int(ignore_index, "ignore_index")
+    if not -(2**63) <= ignore_index < 2**63:  # compared with int64 class indices
+        raise ValueError(f"ignore_index: expected a value in the int64 range, got {ignore_index}")
     return temperature, alpha, reduction
 
 
@@ -72,7 +73,8 @@ def check_divergence(divergence: object, beta: object) -> Tuple[str, float]:
 
 def check_target(target: Optional[ArrayLike], shape: torch.Size, num_classes: int, device: torch.device,
                  ignore_index: int, alpha: float) -> Optional[torch.Tensor]:
-    """``target`` as int64 class indices of ``shape`` on ``device`` (None stays None; then alpha must be > 0)."""
+    """``target`` as int64 class indices of ``shape`` on ``device`` (None stays None; then alpha must be > 0). Its
+    values are checked by :func:`fastdistill._kd_checks.check_classes` where the loss is computed."""
     if target is None:
         if alpha == 0.0:
             raise ValueError("alpha: 0 leaves only the cross-entropy term, which needs a target")
@@ -82,15 +84,7 @@ def check_target(target: Optional[ArrayLike], shape: torch.Size, num_classes: in
         raise TypeError(f"target: expected an integer tensor of class indices, got {y.dtype}")
     if y.shape != shape:
         raise ValueError(f"target: expected shape {tuple(shape)}, got {tuple(y.shape)}")
-    y = y.to(device=device, dtype=torch.int64)
-    if torch.compiler.is_compiling():  # a check on the values cannot be traced; the kernels clamp or raise
-        return y
-    bad = (y != ignore_index) & ((y < 0) | (y >= num_classes))
-    if bool(bad.any()):
-        value = int(y[bad][0])
-        raise ValueError(f"target: class index {value} is out of range [0, {num_classes}) and is not "
-                         f"ignore_index ({ignore_index})")
-    return y
+    return y.to(device=device, dtype=torch.int64)  # its values are checked in the ops' bodies (check_classes)
 
 
 def kd_loss(
@@ -262,55 +256,9 @@ def sparse_kd_loss(
         if values == "logits" or tail != "none":
             raise ValueError("sampling_probs: needs values='log_probs' or 'probs' and tail='none'")
         r = r.detach()
-    if not torch.compiler.is_compiling():  # checks on the values cannot be traced
-        with np.errstate(all="ignore"):  # exp overflow and NaN are what the checks report
-            _check_sparse_teacher(idx, val, r, values, V)
     temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, s.shape[:-1], V, s.device, ignore_index, alpha)
     compute_grad = torch.is_grad_enabled() and s.requires_grad
     loss = _ops.call("sparse_kd_loss", s, idx, val.detach(), r, y, temperature, alpha, values, tail,
                      int(ignore_index), reduction, compute_grad, autograd=compute_grad)[0]
     return _result(loss, student_logits, reduction)
-
-
-def _check_sparse_teacher(idx: torch.Tensor, val: torch.Tensor, r: Optional[torch.Tensor], values: str,
-                          V: int) -> None:
-    """The checks of the (rows, K) teacher arrays that need their contents: index range, value range (no NaN),
-    row sums <= 1 (+ tolerance), sampling probabilities in (0, 1], and no index twice among a row's live entries
-    (without sampling). CPU arrays are checked with numpy: single-threaded, where each small parallel torch op can
-    cost milliseconds of thread wake-up on a busy machine."""
-    if math.prod(idx.shape) == 0:
-        return
-    cpu = idx.device.type == "cpu"
-    xp = np if cpu else torch
-    tol = 1e-2 if val.dtype in (torch.float16, torch.bfloat16) else 1e-4
-    if cpu:
-        idx, val = idx.detach().numpy(), (val.float() if val.dtype == torch.bfloat16 else val).detach().numpy()
-        r = None if r is None else (r.float() if r.dtype == torch.bfloat16 else r).numpy()
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= V:
-        raise ValueError(f"teacher_indices: index {lo if lo < 0 else hi} is out of range [0, {V})")
-    if values == "logits":
-        if not float(val.max()) < math.inf:  # NaN propagates through max
-            raise ValueError(f"teacher_values: expected logits below +inf, without NaN; got {float(val.max())}")
-        live = val > -math.inf
-    else:
-        p = val.astype(np.float64) if cpu else val.double()
-        p = xp.exp(p) if values == "log_probs" else p
-        lo_p, hi_p = float(p.min()), float(p.max())
-        if not (lo_p >= 0 and hi_p <= 1):  # NaN fails too
-            raise ValueError(f"teacher_values: expected probabilities in [0, 1] (log-probabilities <= 0), without "
-                             f"NaN; got probabilities from {lo_p} to {hi_p}")
-        if r is None and float(p.sum(-1).max()) > 1 + tol:
-            raise ValueError(f"teacher_values: a row's probabilities sum to more than 1 (+{tol:g}); give "
-                             "full-vocabulary-normalised, already-tempered probabilities")
-        live = p > 0
-    if r is not None:
-        if not (float(r.min()) > 0 and float(r.max()) <= 1):  # NaN fails too
-            raise ValueError("sampling_probs: expected probabilities in (0, 1]")
-        return
-    # a duplicate among the live entries: sort them (padding gets distinct negative keys), compare neighbours
-    pad = -1 - xp.arange(idx.shape[-1])
-    keys = np.sort(np.where(live, idx, pad), -1) if cpu else torch.where(live, idx, pad.to(idx.device)).sort(-1)[0]
-    if bool((keys[..., 1:] == keys[..., :-1]).any()):
-        raise ValueError("teacher_indices: an index appears twice in a row (allowed only with sampling_probs)")

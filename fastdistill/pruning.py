@@ -11,13 +11,14 @@ Conventions shared by every function here:
 """
 from __future__ import annotations
 
+import numbers
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from . import _ops
-from ._convert import ArrayLike, check_float, like_input, normalize_dim, prune_count, to_tensor
+from ._convert import ArrayLike, check_float, check_int, like_input, normalize_dim, prune_count, to_tensor
 
 Sparsity = Union[float, int]
 
@@ -113,9 +114,7 @@ def nm_mask(x: ArrayLike, n: int = 2, m: int = 4, dim: int = -1) -> ArrayLike:
     """
     t = to_tensor(x)
     check_float(t)
-    for name, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
+    n, m = check_int(n, "n"), check_int(m, "m")
     if m < 1:
         raise ValueError(f"m: expected m >= 1, got {m}")
     if not 0 <= n <= m:
@@ -146,7 +145,7 @@ def channel_mask(x: ArrayLike, amount: Sparsity, dim: int = 0, p: float = 1) -> 
     d = normalize_dim(dim, t.dim())
     if t.dim() == 0:
         raise ValueError("x: expected at least one dimension for structured pruning")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not p > 0:
         raise ValueError(f"p: expected a norm order > 0 (or float('inf')), got {p!r}")
     k = prune_count(amount, t.shape[d], "amount")
     others = [i for i in range(t.dim()) if i != d]

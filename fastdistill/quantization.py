@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from . import _ops
-from ._convert import ArrayLike, check_float, normalize_dim, to_tensor
+from ._convert import ArrayLike, check_float, check_int, normalize_dim, to_tensor
 from .formats.codes import code_dtype, row_bytes, unpack
 
 SCHEMES = ("symmetric", "asymmetric", "log2")
@@ -81,10 +81,26 @@ class QuantizedTensor:
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, *, bits: int,
                  scheme: str, granularity: str, axis: int, group_size: int, shape: Tuple[int, ...],
                  dtype: torch.dtype) -> None:
+        """Wraps existing codes and scales, validated: every field must fit the others (the kernels read
+        ``rows x row_bytes`` codes and ``rows`` scales and zero points, with ``rows`` following from ``shape``,
+        ``granularity``, ``axis`` and ``group_size``), else ValueError/TypeError naming the field."""
+        self._set(codes, scale, zero_point, bits, scheme, granularity, axis, group_size, shape, dtype)
+        self._check_consistent()
+
+    def _set(self, codes, scale, zero_point, bits, scheme, granularity, axis, group_size, shape, dtype) -> None:
         self.codes, self.scale, self.zero_point = codes, scale, zero_point
         self.bits, self.scheme, self.granularity = bits, scheme, granularity
         self.axis, self.group_size = axis, group_size
-        self.shape, self.dtype = torch.Size(shape), dtype
+        self.shape, self.dtype = shape, dtype
+
+    @classmethod
+    def _trusted(cls, codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, **meta: Any
+                 ) -> "QuantizedTensor":
+        """Wraps what :func:`quantize` (or a QuantizedTensor already validated) made, without the checks."""
+        obj = cls.__new__(cls)
+        meta["shape"] = torch.Size(meta["shape"])
+        obj._set(codes, scale, zero_point, **meta)
+        return obj
 
     @property
     def row_length(self) -> int:
@@ -131,8 +147,8 @@ class QuantizedTensor:
 
     def to(self, device: Any) -> "QuantizedTensor":
         """A copy with every tensor on ``device``."""
-        return QuantizedTensor(self.codes.to(device), self.scale.to(device), self.zero_point.to(device),
-                               **self._meta())
+        return QuantizedTensor._trusted(self.codes.to(device), self.scale.to(device), self.zero_point.to(device),
+                                        **self._meta())
 
     def _meta(self) -> Dict[str, Any]:
         return dict(bits=self.bits, scheme=self.scheme, granularity=self.granularity, axis=self.axis,
@@ -147,38 +163,57 @@ class QuantizedTensor:
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, Any]) -> "QuantizedTensor":
-        """Inverse of :meth:`state_dict`."""
-        meta = {k: state[k] for k in ("bits", "scheme", "granularity", "axis", "group_size")}
-        if state.get("dtype") not in _DTYPES:
-            raise ValueError(f"state: dtype must be one of {tuple(_DTYPES)}, got {state.get('dtype')!r}")
-        q = cls(state["codes"], state["scale"], state["zero_point"], shape=tuple(int(s) for s in state["shape"]),
-                dtype=_DTYPES[state["dtype"]], **meta)
-        q._check_consistent()
-        return q
+        """Inverse of :meth:`state_dict` (validated as the constructor validates: a loaded state is untrusted)."""
+        missing = {"codes", "scale", "zero_point", "bits", "scheme", "granularity", "axis", "group_size", "shape",
+                   "dtype"} - set(state)
+        if missing:
+            raise ValueError(f"state: missing {sorted(missing)}")
+        if not isinstance(state["dtype"], str) or state["dtype"] not in _DTYPES:
+            raise ValueError(f"state: dtype must be one of {tuple(_DTYPES)}, got {state['dtype']!r}")
+        meta = {k: state[k] for k in ("bits", "scheme", "granularity", "axis", "group_size", "shape")}
+        return cls(state["codes"], state["scale"], state["zero_point"], dtype=_DTYPES[state["dtype"]], **meta)
 
     def _check_consistent(self) -> None:
-        """ValueError unless the codes, scales and metadata fit together (a loaded state is untrusted input)."""
+        """Normalises the plain fields (numpy ints -> int, shape -> torch.Size); TypeError/ValueError naming the
+        field unless the codes, scales and metadata fit together."""
+        self.bits = check_int(self.bits, "bits")
         _check_choice(self.bits, BITS, "bits")
         _check_choice(self.scheme, SCHEMES, "scheme")
         _check_choice(self.granularity, GRANULARITIES, "granularity")
-        if any(s < 0 for s in self.shape) or not (self.granularity == "tensor" or 0 <= self.axis < len(self.shape)):
-            raise ValueError(f"state: shape {tuple(self.shape)} and axis {self.axis} do not fit together")
+        if self.dtype not in _DTYPES.values():
+            raise TypeError(f"dtype: expected one of {tuple(_DTYPES.values())}, got {self.dtype!r}")
+        if isinstance(self.shape, (str, bytes)) or not isinstance(self.shape, (tuple, list, torch.Size)):
+            raise TypeError(f"shape: expected a tuple of ints, got {type(self.shape).__name__}")
+        shape = tuple(check_int(n, "shape") for n in self.shape)
+        if any(n < 0 for n in shape):
+            raise ValueError(f"shape: expected non-negative sizes, got {shape}")
+        self.shape = torch.Size(shape)
+        self.axis = check_int(self.axis, "axis")
+        self.group_size = check_int(self.group_size, "group_size")
         if self.granularity == "tensor":
             rows = 1
         else:
-            channel_length = math.prod(self.shape[:self.axis] + self.shape[self.axis + 1:])
-            rows = self.shape[self.axis]
+            if not 0 <= self.axis < len(shape):
+                raise ValueError(f"axis: expected a dimension of shape {shape} in [0, {len(shape)}), got {self.axis}")
+            channel_length = math.prod(shape[:self.axis] + shape[self.axis + 1:])
+            rows = shape[self.axis]
             if self.granularity == "group":
                 if self.group_size <= 0 or channel_length % self.group_size:
-                    raise ValueError(f"state: group_size {self.group_size} does not divide the channel rows")
+                    raise ValueError(f"group_size: {self.group_size} does not divide the channel row length "
+                                     f"{channel_length}")
                 rows *= channel_length // self.group_size
         want = ((code_dtype(self.bits, self.scheme), (rows, row_bytes(self.row_length, self.bits))),
                 (torch.float32, (rows,)), (torch.int32, (rows,)))
-        for name, (dtype, shape) in zip(("codes", "scale", "zero_point"), want):
+        for name, (dtype, want_shape) in zip(("codes", "scale", "zero_point"), want):
             t = getattr(self, name)
-            if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
-                got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(f"state: {name} must be {dtype} of shape {shape}, got {got}")
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            if t.dtype != dtype or tuple(t.shape) != want_shape:
+                raise ValueError(f"{name}: expected {dtype} of shape {want_shape} (for shape={shape}, "
+                                 f"granularity={self.granularity!r}, bits={self.bits}), got {t.dtype} "
+                                 f"{tuple(t.shape)}")
+        if len({t.device for t in (self.codes, self.scale, self.zero_point)}) > 1:
+            raise ValueError("codes, scale, zero_point: expected tensors on one device")
 
     def __repr__(self) -> str:
         return (f"QuantizedTensor(shape={tuple(self.shape)}, dtype={self.dtype}, bits={self.bits}, "
@@ -207,9 +242,10 @@ def _check_choice(value: Any, choices: Tuple[Any, ...], name: str) -> None:
 
 
 def _check_args(t: torch.Tensor, bits: int, scheme: str, granularity: str, axis: int, group_size: int,
-                scale_method: Optional[str], percentile: float) -> Tuple[str, int, int]:
-    """Validated (scale_method, axis, group_size)."""
+                scale_method: Optional[str], percentile: float) -> Tuple[int, str, int, int]:
+    """Validated (bits, scale_method, axis, group_size)."""
     check_float(t)
+    bits = check_int(bits, "bits")
     _check_choice(bits, BITS, "bits")
     _check_choice(scheme, SCHEMES, "scheme")
     _check_choice(granularity, GRANULARITIES, "granularity")
@@ -222,19 +258,19 @@ def _check_args(t: torch.Tensor, bits: int, scheme: str, granularity: str, axis:
     if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0 < percentile <= 100:
         raise ValueError(f"percentile: expected a number in (0, 100], got {percentile!r}")
     if granularity == "tensor":
-        return scale_method, 0, 0
+        return bits, scale_method, 0, 0
     if t.dim() == 0:
         raise ValueError(f"x: granularity={granularity!r} needs at least one dimension, got a 0-d tensor")
     axis = normalize_dim(axis, t.dim(), "axis")
     if granularity == "channel":
-        return scale_method, axis, 0
+        return bits, scale_method, axis, 0
     if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
         raise ValueError(f"group_size: expected a positive int, got {group_size!r}")
     length = t.numel() // t.shape[axis] if t.shape[axis] else 0
     if length % group_size:
         raise ValueError(f"group_size: {group_size} does not divide the channel row length {length} "
                          f"(x.numel() / x.shape[{axis}]); no padding is applied")
-    return scale_method, axis, int(group_size)
+    return bits, scale_method, axis, int(group_size)
 
 
 def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granularity: str = "tensor", axis: int = 0,
@@ -256,12 +292,12 @@ def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granular
         tensor(True)
     """
     t = to_tensor(x)
-    scale_method, axis, group_size = _check_args(t, bits, scheme, granularity, axis, group_size, scale_method,
-                                                 percentile)
+    bits, scale_method, axis, group_size = _check_args(t, bits, scheme, granularity, axis, group_size, scale_method,
+                                                       percentile)
     rows = _rows(t.detach().float(), granularity, axis, group_size)
     codes, scale, zp = _ops.call("quantize", rows, bits, scheme, scale_method, float(percentile))
-    return QuantizedTensor(codes, scale, zp, bits=bits, scheme=scheme, granularity=granularity, axis=axis,
-                           group_size=group_size, shape=tuple(t.shape), dtype=t.dtype)
+    return QuantizedTensor._trusted(codes, scale, zp, bits=bits, scheme=scheme, granularity=granularity, axis=axis,
+                                    group_size=group_size, shape=tuple(t.shape), dtype=t.dtype)
 
 
 def dequantize(q: QuantizedTensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -117,7 +117,7 @@ void int8_gemm(const int8_t* a, int64_t m, int64_t k, const int8_t* pk, const in
 #pragma omp parallel for num_threads(row_threads(m, k, nthreads)) schedule(static)
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t i = 0; i < k; ++i) ua[r * lda + i] = src[r * k + i] ^ 0x80;  // a + 128 as an unsigned byte
-    std::memset(ua.data() + r * lda + k, 0, static_cast<size_t>(lda - k));
+    if (lda > k) std::memset(ua.data() + r * lda + k, 0, static_cast<size_t>(lda - k));  // (K = 0: no buffer)
   }
   run_gemm(leaf, ua.data(), lda, m, pk, kg, n, e, nthreads);
 }

@@ -145,6 +145,16 @@ static void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t
 #endif
 }
 
+// A row holding NaN or +-inf (|x| bit pattern at or above +inf's): scale NaN, so that every output of the row is NaN
+// (as a float linear layer gives), and codes 0. Returns whether the row was one.
+static inline bool non_finite_row(int32_t absmax_bits, int64_t k, uint8_t* ua, int8_t* sa, float* scale) {
+  if (absmax_bits < 0x7f800000) return false;
+  *scale = __builtin_nanf("");
+  if (ua) std::memset(ua, 128, static_cast<size_t>(k));  // code 0 shifted by 128
+  else std::memset(sa, 0, static_cast<size_t>(k));
+  return true;
+}
+
 template <DType D>
 static inline float load_float(const void* x, int64_t i) {
   if constexpr (D == DType::F32) {
@@ -168,12 +178,17 @@ static inline __m512 load16(const void* x, int64_t i, __mmask16 m) {
 
 template <DType D>
 static void quantize_row(const void* x, int64_t k, uint8_t* ua, int8_t* sa, float* scale) {
-  __m512 vmax = _mm512_setzero_ps();
+  // max of |x| as integer bit patterns: the order of non-negative floats, with NaN above +inf (a float max would
+  // skip NaN)
+  __m512i vmax = _mm512_setzero_si512();
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
   for (int64_t i = 0; i < k; i += 16) {
     const __mmask16 m = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
-    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(load16<D>(x, i, m)));
+    vmax = _mm512_max_epi32(vmax, _mm512_and_si512(_mm512_castps_si512(load16<D>(x, i, m)), abs_mask));
   }
-  const float s = _mm512_reduce_max_ps(vmax) / 127.0f;
+  const int32_t absmax_bits = _mm512_reduce_max_epi32(vmax);
+  if (non_finite_row(absmax_bits, k, ua, sa, scale)) return;
+  const float s = __builtin_bit_cast(float, absmax_bits) / 127.0f;
   *scale = s;
   const __m512 vs = _mm512_set1_ps(s == 0.0f ? 1.0f : s);  // all-zero row: every code is 0 either way
   const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
@@ -190,9 +205,12 @@ static void quantize_row(const void* x, int64_t k, uint8_t* ua, int8_t* sa, floa
 #else
 template <DType D>
 static void quantize_row(const void* x, int64_t k, uint8_t* ua, int8_t* sa, float* scale) {
-  float absmax = 0.0f;
-  for (int64_t i = 0; i < k; ++i) absmax = std::fmax(absmax, std::fabs(load_float<D>(x, i)));
-  const float s = absmax / 127.0f;
+  int32_t absmax_bits = 0;  // as in the AVX-512 version: NaN is not skipped
+  for (int64_t i = 0; i < k; ++i)
+    absmax_bits = std::max(absmax_bits, static_cast<int32_t>(__builtin_bit_cast(uint32_t, load_float<D>(x, i)) &
+                                                             0x7fffffffu));
+  if (non_finite_row(absmax_bits, k, ua, sa, scale)) return;
+  const float s = __builtin_bit_cast(float, absmax_bits) / 127.0f;
   *scale = s;
   const float div = s == 0.0f ? 1.0f : s;
   for (int64_t i = 0; i < k; ++i) {

@@ -13,8 +13,11 @@
 //
 // Expects, before inclusion: "kd_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
 
-// The selects below (`p > 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
+// The selects below (`p != 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
 // GCC refuses to if-convert them and the loops stay scalar. Nothing here reads the FP exception flags.
+// NaN policy: a zero probability contributes 0 (0 log 0 = 0) but a NaN one (from a NaN or +inf logit, or a teacher
+// row of -inf logits, which has no softmax) contributes NaN, hence `!= 0`, not `> 0`: the row's loss is NaN
+// exactly when its gradient is.
 #pragma GCC optimize("no-trapping-math")
 
 namespace fd {
@@ -207,7 +210,8 @@ struct RowCtx {
   DType ds, dt;
   int64_t V, y;        // y: target column, or -1
   LogSoftmax ls, lp, ls1;  // student at tau, teacher, student at tau = 1 (for the cross-entropy term)
-  double lr_shift;     // log q_j - log p_j = ls.k * x_j - lp.k * u_j + lr_shift
+  double lzs;          // log of the student's normaliser at tau, unrounded (ls.lz is its fp32 rounding)
+  double dz;           // lzt - lzs, unrounded: log q_j - log p_j = (x_j - m_s) k_s - (u_j - m_t) k_t + dz
   float ckd, cce;      // gradient weights of the divergence (w.r.t. x / tau, already times tau) and of the CE
   float sq_scale;      // kSquare: softmax(x)_j = q_j^2 * sq_scale
   float beta;
@@ -219,10 +223,21 @@ FD_INLINE void finish_grad_chunk(const RowCtx& c, int64_t off, int64_t n, float*
   store_chunk(c.g, c.ds, off, n, g);
 }
 
+// log p - log q of one element from the two fp32 log-probabilities, plus the fp32 rounding of their normalisers'
+// difference (computed once per row in double): left in, that rounding (~1e-7, the same for every element) shifts
+// the divergence by as much, 1e-5 of it at tau = 8, where the divergence, a sum of such differences, gets small.
+struct LogRatioPQ {
+  float corr;
+  explicit LogRatioPQ(const RowCtx& c)
+      : corr(static_cast<float>((static_cast<double>(c.lp.lz) - static_cast<double>(c.ls.lz)) - c.dz)) {}
+  FD_INLINE float operator()(float ls, float lp) const { return (lp - ls) + corr; }
+};
+
 // KL(p || q) = sum p (log p - log q), without the gradient.
 static double kl_loss(const RowCtx& c, float* bs, float* bt) {
   double total = 0;
   const LogSoftmax S = c.ls, P = c.lp;
+  const LogRatioPQ R(c);
   for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
@@ -231,7 +246,7 @@ static double kl_loss(const RowCtx& c, float* bs, float* bt) {
     for (int64_t i = 0; i < n; ++i) {
       const float ls = S(xs[i]), lp = P(xt[i]);
       const float p = fexp(lp);
-      acc += p > 0.0f ? p * (lp - ls) : 0.0f;
+      acc += p != 0.0f ? p * R(ls, lp) : 0.0f;
     }
     total += acc;
   });
@@ -243,6 +258,7 @@ template <int M>
 static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
   double total = 0;
   const LogSoftmax S = c.ls, P = c.lp, S1 = c.ls1;
+  const LogRatioPQ R(c);
   const float ckd = c.ckd, cce = c.cce, sq = c.sq_scale;
   for_chunks(c.V, [=, &c, &total](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -253,7 +269,7 @@ static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
     for (int64_t i = 0; i < n; ++i) {
       const float ls = S(xs[i]), lp = P(xt[i]);
       const float p = fexp(lp), q = fexp(ls);
-      acc += p > 0.0f ? p * (lp - ls) : 0.0f;
+      acc += p != 0.0f ? p * R(ls, lp) : 0.0f;
       g[i] = ckd * (q - p) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     total += acc;
@@ -262,20 +278,36 @@ static double kl_loss_grad(const RowCtx& c, float* bs, float* bt, float* bg) {
   return total;
 }
 
-// log q - log p + shift, accurately: as ks * xs - kt * xt + (constant) in double, then rounded once. In fp32 the
-// difference of two log-probabilities of magnitude ~100 (logits of scale 30) loses ~1e-5 to cancellation, which
-// the reverse-KL and JSD gradients, q (log q - log p - D), would inherit.
-FD_INLINE float log_ratio(float xs, float xt, double ks, double kt, double shift) {
-  return static_cast<float>(static_cast<double>(xs) * ks - static_cast<double>(xt) * kt + shift);
+// log q - log p + shift, accurately, in double, then rounded once: in fp32 the difference of two log-probabilities
+// of magnitude ~100 (logits of scale 30) loses ~1e-5 to cancellation, which the reverse-KL and JSD gradients,
+// q (log q - log p - D), would inherit. As x k_s - u k_t + (constant), unless the maxima are so large (a logit of
+// 1e30) that the constant would swallow the O(1) parts (Big: (x - m_s) k_s - (u - m_t) k_t + (dz + shift), two
+// more subtractions per element, so a row picks the form once).
+FD_INLINE bool big_logits(const RowCtx& c) {
+  return std::fabs(c.ls.m * c.ls.k) + std::fabs(c.lp.m * c.lp.k) > 0x1p26f;  // (double keeps 2^-27 absolute)
 }
+
+template <bool Big>
+struct LogRatioQP {
+  double ms, ks, mt, kt, shift;
+  LogRatioQP(const RowCtx& c, double extra)
+      : ms(c.ls.m), ks(c.ls.k), mt(c.lp.m), kt(c.lp.k),
+        shift(Big ? c.dz + extra : c.dz + extra - ms * ks + mt * kt) {}
+  FD_INLINE double exact(float xs, float xt) const {
+    if constexpr (Big) return (static_cast<double>(xs) - ms) * ks - (static_cast<double>(xt) - mt) * kt + shift;
+    else return static_cast<double>(xs) * ks - static_cast<double>(xt) * kt + shift;
+  }
+  FD_INLINE float operator()(float xs, float xt) const { return static_cast<float>(exact(xs, xt)); }
+};
 
 // KL(q || p) = sum q (log q - log p) / sum q. Dividing by sum q (1 up to rounding) cancels the rounding of q's
 // normaliser, common to every q_j, which would otherwise shift KL by ~1e-6 of log q - log p: the gradient
 // subtracts KL from terms of that size.
+template <bool Big>
 static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
   double total = 0, mass = 0;
   const LogSoftmax S = c.ls;
-  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
+  const LogRatioQP<Big> R(c, 0.0);
   for_chunks(c.V, [=, &c, &total, &mass](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
     const float* xt = load_chunk(c.t, c.dt, off, n, bt);
@@ -283,7 +315,7 @@ static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
 #pragma omp simd reduction(+ : acc, m)
     for (int64_t i = 0; i < n; ++i) {
       const float q = fexp(S(xs[i]));
-      acc += q > 0.0f ? static_cast<double>(q) * (xs[i] * ks - xt[i] * kt + shift) : 0.0;
+      acc += q != 0.0f ? static_cast<double>(q) * R.exact(xs[i], xt[i]) : 0.0;
       m += q;
     }
     total += acc;
@@ -293,10 +325,10 @@ static double reverse_kl_loss(const RowCtx& c, float* bs, float* bt) {
 }
 
 // d KL(q || p) / d(x / tau) = q * (log q - log p - KL).
-template <int M>
+template <int M, bool Big>
 static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, float* bg) {
   const LogSoftmax S = c.ls, S1 = c.ls1;
-  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift - kl;
+  const LogRatioQP<Big> R(c, -kl);
   const float ckd = c.ckd, cce = c.cce, sq = c.sq_scale;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -305,7 +337,7 @@ static void reverse_kl_grad(const RowCtx& c, double kl, float* bs, float* bt, fl
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const float q = fexp(S(xs[i]));
-      g[i] = (q > 0.0f ? ckd * q * log_ratio(xs[i], xt[i], ks, kt, shift) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
+      g[i] = (q != 0.0f ? ckd * q * R(xs[i], xt[i]) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     finish_grad_chunk(c, off, n, g);
   });
@@ -323,13 +355,14 @@ FD_INLINE Mixture mixture(float r, float beta) {
   const bool teacher_big = r <= 0.0f;
   const float e = fexp(teacher_big ? r : -r);
   const float lw = flog(teacher_big ? beta + (1.0f - beta) * e : beta * e + (1.0f - beta));
-  return {(teacher_big ? 0.0f : -r) - lw, (teacher_big ? r : 0.0f) - lw, e};
+  return {(teacher_big ? 0.0f : -r) - lw, (r > 0.0f ? 0.0f : r) - lw, e};  // (NaN r: both NaN)
 }
 
 // Generalised JSD: beta KL(p || m) + (1 - beta) KL(q || m). Returns the two KLs (teacher's, student's).
+template <bool Big>
 static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double* kl_q) {
   const LogSoftmax S = c.ls, P = c.lp;
-  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
+  const LogRatioQP<Big> R(c, 0.0);
   const float beta = c.beta;
   double tp = 0, tq = 0;
   for_chunks(c.V, [=, &c, &tp, &tq](int64_t off, int64_t n) {
@@ -339,12 +372,12 @@ static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double
 #pragma omp simd reduction(+ : ap, aq)
     for (int64_t i = 0; i < n; ++i) {
       const float ls = S(xs[i]), lp = P(xt[i]);
-      const float r = log_ratio(xs[i], xt[i], ks, kt, shift);
+      const float r = R(xs[i], xt[i]);
       const Mixture m = mixture(r, beta);
       const float big = fexp(r <= 0.0f ? lp : ls), small = big * m.e;
       const float p = r <= 0.0f ? big : small, q = r <= 0.0f ? small : big;
-      ap += p > 0.0f ? p * m.lp_m : 0.0f;
-      aq += q > 0.0f ? q * m.lq_m : 0.0f;
+      ap += p != 0.0f ? p * m.lp_m : 0.0f;
+      aq += q != 0.0f ? q * m.lq_m : 0.0f;
     }
     tp += ap;
     tq += aq;
@@ -354,10 +387,10 @@ static void jsd_loss(const RowCtx& c, float* bs, float* bt, double* kl_p, double
 }
 
 // d JSD / d(x / tau) = (1 - beta) q (log q - log m - KL(q || m)); ckd already holds the (1 - beta).
-template <int M>
+template <int M, bool Big>
 static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* bg) {
   const LogSoftmax S = c.ls, S1 = c.ls1;
-  const double ks = c.ls.k, kt = c.lp.k, shift = c.lr_shift;
+  const LogRatioQP<Big> R(c, 0.0);
   const float ckd = c.ckd, cce = c.cce, beta = c.beta, sq = c.sq_scale;
   for_chunks(c.V, [=, &c](int64_t off, int64_t n) {
     const float* xs = load_chunk(c.s, c.ds, off, n, bs);
@@ -365,9 +398,9 @@ static void jsd_grad(const RowCtx& c, float kl_q, float* bs, float* bt, float* b
     float* g = grad_chunk(c.g, c.ds, off, bg);
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const Mixture m = mixture(log_ratio(xs[i], xt[i], ks, kt, shift), beta);
+      const Mixture m = mixture(R(xs[i], xt[i]), beta);
       const float q = fexp(S(xs[i]));
-      g[i] = (q > 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
+      g[i] = (q != 0.0f ? ckd * q * (m.lq_m - kl_q) : 0.0f) + cce * softmax_t1<M>(q, xs[i], S1, sq);
     }
     finish_grad_chunk(c, off, n, g);
   });
@@ -386,27 +419,33 @@ static void ce_grad(const RowCtx& c, float* bs, float* bg) {
   });
 }
 
-template <int M>
+template <int M, bool Big>
 static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs, float* bt, float* bg) {
   const bool grad = c.g != nullptr;
   switch (P.div) {
     case Divergence::KL:
       return grad ? kl_loss_grad<M>(c, bs, bt, bg) : kl_loss(c, bs, bt);
     case Divergence::ReverseKL: {
-      const double kl = reverse_kl_loss(c, bs, bt);
-      if (grad) reverse_kl_grad<M>(c, kl, bs, bt, bg);
+      const double kl = reverse_kl_loss<Big>(c, bs, bt);
+      if (grad) reverse_kl_grad<M, Big>(c, kl, bs, bt, bg);
       return kl;
     }
     case Divergence::JSD: {
       double kl_p, kl_q;
-      jsd_loss(c, bs, bt, &kl_p, &kl_q);
-      if (grad) jsd_grad<M>(c, static_cast<float>(kl_q), bs, bt, bg);
+      jsd_loss<Big>(c, bs, bt, &kl_p, &kl_q);
+      if (grad) jsd_grad<M, Big>(c, static_cast<float>(kl_q), bs, bt, bg);
       return P.beta * kl_p + (1.0 - P.beta) * kl_q;
     }
     default:
       if (grad) ce_grad(c, bs, bg);
       return 0.0;
   }
+}
+
+template <int M>
+static double divergence_and_grad(const KdProblem& P, const RowCtx& c, float* bs, float* bt, float* bg) {
+  const bool big = P.div != Divergence::KL && P.div != Divergence::None && big_logits(c);
+  return big ? divergence_and_grad<M, true>(P, c, bs, bt, bg) : divergence_and_grad<M, false>(P, c, bs, bt, bg);
 }
 
 // Sets *y to row r's target (-1 without targets); a row whose target is ignore_index gets loss 0 and a zero
@@ -438,11 +477,142 @@ FD_INLINE RowCtx student_row_ctx(const Problem& P, const void* srow, void* grow,
   c.ds = P.ds;
   c.V = P.V;
   c.y = ce ? y : -1;
-  c.ls = {m, inv_t, static_cast<float>(std::log(z))};
+  c.lzs = std::log(z);
+  c.ls = {m, inv_t, static_cast<float>(c.lzs)};
+  c.dz = -c.lzs;
   c.ls1 = t1 != kSame ? LogSoftmax{m, 1.0f, static_cast<float>(std::log(z1))} : c.ls;
   c.sq_scale = t1 == kSquare ? static_cast<float>(z * z / z1) : 0.0f;
   c.cce = ce ? P.scale * (1.0f - P.alpha) : 0.0f;
   return c;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// High temperatures (tau > kPreciseTemperature): the row in double, in a form without cancellation.
+// As tau grows, p and q approach the same near-uniform distribution: log p_j and log q_j (each about -log V) differ
+// by ~|u_j - x_j| / tau, and the divergence, a sum of such differences, shrinks like 1 / tau^2 (the loss,
+// tau^2 D, tends to a finite limit). Summing fp32 log-probabilities leaves an error of ~1e-7 per term: the fp32 row
+// is 1e-3 off at tau = 100 and useless at 1e4. Even in double, the rounding of the normalisers (~1e-16 of log V)
+// shifts every log p_j - log q_j by a constant, and D by as much: 1e-4 off at tau = 1e6. So, per row:
+//   r'_j = (u_j - m_t) / tau - (x_j - m_s) / tau - (log z_t - log z_s) = log p_j - log q_j up to a constant
+//       error c (the normalisers' rounding); the maxima go first, so a logit of 1e30 does not swallow the rest;
+//   sum_j q_j = 1 fixes it: c = log(sum_j p'_j e^{-r'_j} / P), P = sum_j p'_j, computed as log1p(B / P) with
+//   B = sum_j p'_j expm1(-r'_j), a sum of terms each exact to its last digits (no 1 + tiny rounding);
+//   KL = sum_j p_j (r'_j + c);  reverse KL = -sum_j q_j (r'_j + c);  JSD from rho_j = -(r'_j + c) with
+//   log m_j - log p_j = log1p((1 - beta) expm1(rho_j)) and log m_j - log q_j = log1p(beta expm1(-rho_j)).
+// Every sum is of first-order terms whose rounding is ~1e-16 of their own size, far below the second-order result.
+// The gradients (first order) need no such care: q_j - p_j, q_j (log q_j - log p_j - KL(q || p)), ... in double.
+// Scalar libm calls, about 5-10x the fp32 row's time: a cost paid only at temperatures where the fp32 row is wrong.
+// A teacher given as log-probabilities (lp'_j = u_j, unnormalised) uses the same sums with p_j = p'_j.
+// ---------------------------------------------------------------------------------------------------------------
+
+constexpr float kPreciseTemperature = 10.0f;  // up to here the fp32 row is within ~1e-5 of the exact divergence
+
+// Running max and sum of exp((x - m) * k) in double over a whole row (one read).
+struct OnlineD {
+  double m = -HUGE_VAL, z = 0.0;
+  void add(double v, double k) {
+    if (v > m) {
+      z = m == -HUGE_VAL ? 0.0 : z * std::exp((m - v) * k);
+      m = v;
+    }
+    // -inf adds nothing (a row of them keeps z = 0: log z = -inf, then NaN); NaN, and +inf (inf - inf), give NaN
+    z += v == -HUGE_VAL ? 0.0 : std::exp((v - m) * k);
+  }
+};
+
+// log(beta + (1 - beta) e^rho) for rho = log q - log p: log m - log p, with the larger term factored out (no
+// overflow), through log1p/expm1 near rho = 0 (no cancellation).
+FD_INLINE double log_mix(double rho, double beta) {
+  return rho > 0.5 ? rho + std::log1p(beta * std::expm1(-rho)) : std::log1p((1.0 - beta) * std::expm1(rho));
+}
+
+static void kd_row_precise(const KdProblem& P, int64_t r, const void* srow, const void* trow, void* grow, int64_t y,
+                           bool ce, float* bs, float* bt, float* bg) {
+  const int64_t V = P.V;
+  const double tau = P.temperature, k = 1.0 / tau, beta = P.beta;
+  OnlineD os, ot, o1;
+  for_chunks(V, [&](int64_t off, int64_t n) {
+    const float* xs = load_chunk(srow, P.ds, off, n, bs);
+    const float* xt = P.t_logp ? nullptr : load_chunk(trow, P.dt, off, n, bt);
+    for (int64_t i = 0; i < n; ++i) {
+      os.add(xs[i], k);
+      if (ce) o1.add(xs[i], 1.0);
+      if (xt) ot.add(xt[i], k);
+    }
+  });
+  const double lzs = std::log(os.z), lz1 = std::log(o1.z);
+  const double lzt = P.t_logp ? 0.0 : std::log(ot.z), mt = P.t_logp ? 0.0 : ot.m, kt = P.t_logp ? 1.0 : k;
+  auto ls_of = [&](double x) { return (x - os.m) * k - lzs; };
+  auto lp_of = [&](double u) { return (u - mt) * kt - lzt; };
+  // r'_j = log p_j - log q_j up to a constant: the shifted, scaled logits' difference, then the normalisers'
+  auto r_of = [&](double x, double u) { return (u - mt) * kt - (x - os.m) * k - (lzt - lzs); };
+
+  double sum_p = 0, sum_pr = 0, B = 0;
+  for_chunks(V, [&](int64_t off, int64_t n) {
+    const float* xs = load_chunk(srow, P.ds, off, n, bs);
+    const float* xt = load_chunk(trow, P.dt, off, n, bt);
+    for (int64_t i = 0; i < n; ++i) {
+      const double p = std::exp(lp_of(xt[i])), rr = r_of(xs[i], xt[i]);
+      sum_p += p;
+      sum_pr += p != 0.0 ? p * rr : 0.0;
+      B += -rr > 0.5 ? std::exp(ls_of(xs[i])) - p : p * std::expm1(-rr);  // q'_j - p'_j
+    }
+  });
+  // p_j = w p'_j; r_j = r'_j + c; q_j = exp(ls'_j - cs) (cs: the student normaliser's rounding)
+  const double w = P.t_logp ? 1.0 : 1.0 / sum_p;
+  const double c = P.t_logp ? std::log(sum_p + B) : std::log1p(B / sum_p);
+  const double cs = std::log(sum_p + B);
+  const double d_kl = w * sum_pr + c * (w * sum_p);
+  double d = d_kl, kl_qm = 0.0;
+  if (P.div != Divergence::KL) {
+    double sum_qr = 0, kl_pm = 0;
+    for_chunks(V, [&](int64_t off, int64_t n) {
+      const float* xs = load_chunk(srow, P.ds, off, n, bs);
+      const float* xt = load_chunk(trow, P.dt, off, n, bt);
+      for (int64_t i = 0; i < n; ++i) {
+        const double q = std::exp(ls_of(xs[i]) - cs), rho = -(r_of(xs[i], xt[i]) + c);
+        if (P.div == Divergence::ReverseKL) {
+          sum_qr += q != 0.0 ? q * rho : 0.0;
+        } else {
+          const double p = w * std::exp(lp_of(xt[i]));
+          kl_pm -= p != 0.0 ? p * log_mix(rho, beta) : 0.0;
+          kl_qm -= q != 0.0 ? q * log_mix(-rho, 1.0 - beta) : 0.0;
+        }
+      }
+    });
+    d = P.div == Divergence::ReverseKL ? sum_qr : beta * kl_pm + (1.0 - beta) * kl_qm;
+  }
+  double loss = static_cast<double>(P.alpha) * tau * tau * d;
+  if (ce) {
+    float buf;
+    loss += (1.0 - P.alpha) * (lz1 - (static_cast<double>(*load_chunk(srow, P.ds, y, 1, &buf)) - o1.m));
+  }
+  P.row_loss[r] = static_cast<float>(loss);
+  if (!grow) return;
+  const double jsd_factor = P.div == Divergence::JSD ? 1.0 - beta : 1.0;
+  const double ckd = static_cast<double>(P.scale) * P.alpha * tau * jsd_factor;
+  const double cce = ce ? static_cast<double>(P.scale) * (1.0 - P.alpha) : 0.0;
+  for_chunks(V, [&](int64_t off, int64_t n) {
+    const float* xs = load_chunk(srow, P.ds, off, n, bs);
+    const float* xt = load_chunk(trow, P.dt, off, n, bt);
+    float* g = grad_chunk(grow, P.ds, off, bg);
+    for (int64_t i = 0; i < n; ++i) {
+      const double q = std::exp(ls_of(xs[i]) - cs);
+      double dd;
+      if (P.div == Divergence::KL) {
+        dd = q - w * std::exp(lp_of(xt[i]));
+      } else {
+        const double rho = -(r_of(xs[i], xt[i]) + c);
+        dd = q == 0.0 ? 0.0
+             : P.div == Divergence::ReverseKL ? q * (rho - d)
+                                              : q * (-log_mix(-rho, 1.0 - beta) - kl_qm);
+      }
+      const double g1 = ce ? std::exp((xs[i] - o1.m) - lz1) : 0.0;
+      g[i] = static_cast<float>(ckd * dd + cce * g1);
+    }
+    if (y >= off && y < off + n && ce) g[y - off] -= static_cast<float>(cce);
+    store_chunk(grow, P.ds, off, n, g);
+  });
 }
 
 static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* bg) {
@@ -452,6 +622,8 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   void* grow = P.grad ? static_cast<char*>(P.grad) + r * V * elem_size(P.ds) : nullptr;
   int64_t y;
   if (ignored_row(P, r, grow, &y)) return;
+  if (P.temperature > kPreciseTemperature && P.div != Divergence::None)
+    return kd_row_precise(P, r, srow, trow, grow, y, y >= 0 && P.alpha < 1.0f, bs, bt, bg);
   const bool ce = y >= 0 && P.alpha < 1.0f;
   const bool kd = P.div != Divergence::None;
   const int t1 = t1_mode(ce, P.temperature, grow != nullptr);
@@ -465,12 +637,13 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   RowCtx c = student_row_ctx(P, srow, grow, y, ce, t1, os.m, inv_t, os.z, os.z1);
   c.t = trow;
   c.dt = P.dt;
-  c.lp = P.t_logp || !kd ? LogSoftmax{0.0f, 1.0f, 0.0f}
-                         : LogSoftmax{ot.m, inv_t, static_cast<float>(std::log(ot.z))};
+  const bool t_norm = kd && !P.t_logp;  // the teacher is normalised here, at the student's temperature
+  const double lzt = t_norm ? std::log(ot.z) : 0.0;
+  c.lp = t_norm ? LogSoftmax{ot.m, inv_t, static_cast<float>(lzt)} : LogSoftmax{0.0f, 1.0f, 0.0f};
   const float jsd_factor = P.div == Divergence::JSD ? 1.0f - P.beta : 1.0f;
   c.ckd = P.scale * P.alpha * P.temperature * jsd_factor;
   c.beta = P.beta;
-  c.lr_shift = (static_cast<double>(c.lp.m) * c.lp.k + c.lp.lz) - (static_cast<double>(c.ls.m) * c.ls.k + c.ls.lz);
+  c.dz = lzt - c.lzs;
 
   const double d = t1 == kSquare ? divergence_and_grad<kSquare>(P, c, bs, bt, bg)
                    : t1 == kExp  ? divergence_and_grad<kExp>(P, c, bs, bt, bg)
@@ -630,9 +803,18 @@ static void sparse_kd_row(const SparseKdProblem& P, int64_t r, const SparseScrat
     mb = cm;
   });
   double zb = 0.0, zb1 = 0.0;
+  // Above kPreciseTemperature the normaliser is summed in double: with tempered teacher logits, p and q both near
+  // uniform, the divergence is a second-order sum that the fp32 rounding of log z (~1e-7) would swamp (T = 1e3:
+  // 4e-3 off); log q at the entries is already formed in double.
+  const bool precise = P.temperature > kPreciseTemperature;
   if (nh < V) {
     for_gap_chunks(w.holes, nh, V, [&](int64_t off, int64_t cn) {
-      add_exp_sums(load_chunk(srow, P.ds, off, cn, bs), cn, mb, inv_t, t1, &zb, &zb1);
+      const float* xs = load_chunk(srow, P.ds, off, cn, bs);
+      if (!precise) return add_exp_sums(xs, cn, mb, inv_t, t1, &zb, &zb1);
+      for (int64_t i = 0; i < cn; ++i) {
+        zb += std::exp((static_cast<double>(xs[i]) - mb) * inv_t);
+        if (t1 != kSame) zb1 += std::exp(static_cast<double>(xs[i]) - mb);
+      }
     });
   }
   float m = mb;

@@ -30,7 +30,15 @@ survive), SparseLinear layers (``as: sparse_linear``) always.
 
 ``modules`` maps module names to the fastdistill module types (``"SparseLinear"``, ``"Int8Linear"``) that ``load``
 must put in place of a plain model's layers; ``load`` also resizes ``nn.Linear`` layers whose stored shapes differ
-(after ``prune_neurons``). Truncated, malformed or modified files raise ValueError.
+(after ``prune_neurons``).
+
+Safety. ``save`` writes a temporary file in the target directory, flushes and fsyncs it, then renames it over
+``path`` (``os.replace``): a failure midway (a full disk, an exception, a killed process) leaves the old file intact
+and no partial file. ``load`` treats the file as untrusted: every header is parsed with a nesting limit and checked
+field by field; every tensor's declared size must match its bytes in the file; a file of a newer or unknown format
+version is refused with both versions named; and the bytes the entries decode to (a CSR-stored dense tensor holds
+its zeros only in its shape) are counted before anything is allocated, and refused beyond ``max_bytes``
+(default: 64 times the file's size, at least 256 MiB). Any malformed, truncated or modified file raises ValueError.
 """
 from __future__ import annotations
 
@@ -38,9 +46,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import sys
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -50,7 +60,7 @@ from ..formats.csr import check_components, columns
 from ..nn import Int8Linear, SparseLinear
 from ..quantization import QuantizedTensor
 from ..sparse import SparseWeight
-from .prune import MASK
+from .prune import restore_masks
 
 FORMAT, VERSION = "fastdistill", "1"
 _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -58,6 +68,11 @@ _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", tor
            torch.bool: "BOOL"}
 _FROM_NAME = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 << 20
+_MAX_JSON_DEPTH = 32  # the format nests 4 deep; the limit keeps json's recursion far from Python's
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+_MAX_DIM = 1 << 62  # a declared size beyond any real tensor (and beyond int64 once multiplied)
+_KINDS = ("csr", "bitmask", "bits", "quantized")
+_TARGETS = ("dense", "sparse_linear", "sparse_weight", "quantized_tensor")
 _SPARSE_SAVING = 0.9  # a dense tensor is stored sparse only when that takes at most 90% of its dense bytes
 Entry = Union[torch.Tensor, SparseWeight, QuantizedTensor]
 _MODULES = (SparseLinear, Int8Linear)  # fastdistill layers that load() puts in place of a plain model's
@@ -198,13 +213,41 @@ def _decode_entry(name: str, enc: Dict, tensors: Dict[str, torch.Tensor]) -> Dic
             buffers = {prefix + "indptr": w.indptr, prefix + "indices": w.indices, prefix + "values": w.values}
             return buffers if scale is None else {**buffers, prefix + "scale": w.scale}
         raise ValueError(f"unknown target {as_!r}")
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, OverflowError, AttributeError) as exc:
         raise ValueError(f"file: entry {name!r} is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _decode(tensors: Dict[str, torch.Tensor], encodings: Dict) -> Dict[str, Entry]:
+def _check_shape(shape: Any, what: str) -> List[int]:
+    """A declared shape: a list of JSON ints in [0, 2**62] (no bool, float, Infinity), else ValueError."""
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d <= _MAX_DIM for d in shape):
+        raise ValueError(f"{what}: shape {shape!r} is not a list of sizes in [0, 2**62]")
+    return shape
+
+
+def _decoded_bytes(encodings: Dict, tensors: Dict[str, torch.Tensor]) -> int:
+    """Bytes the stored tensors become once decoded, from the header alone (nothing allocated); checks the
+    encodings' structure. Dense entries stored sparse (csr, bitmask) and bit-packed masks expand to their shape."""
     if not isinstance(encodings, dict):
         raise ValueError("file: corrupt metadata (encodings is not a JSON object)")
+    total = sum(t.numel() * t.element_size() for name, t in tensors.items() if "::" not in name)
+    for name, enc in encodings.items():
+        what = f"file: entry {name!r}"
+        if not isinstance(enc, dict) or enc.get("kind") not in _KINDS or enc.get("as") not in _TARGETS:
+            raise ValueError(f"{what} has a malformed encoding {enc!r}")
+        numel = math.prod(_check_shape(enc.get("shape"), what))
+        parts = [t for key, t in tensors.items() if key.startswith(f"{name}::")]
+        stored = sum(t.numel() * t.element_size() for t in parts)
+        values = tensors.get(f"{name}::values")
+        if enc["kind"] == "bits":
+            total += numel
+        elif enc["as"] == "dense" and values is not None:
+            total += numel * values.element_size()
+        else:  # the same components (a bitmask is first unpacked to one bool per element)
+            total += stored + (numel if enc["kind"] == "bitmask" else 0)
+    return total
+
+
+def _decode(tensors: Dict[str, torch.Tensor], encodings: Dict) -> Dict[str, Entry]:
     state: Dict[str, Entry] = {}
     for name, enc in encodings.items():
         state.update(_decode_entry(name, enc, tensors))
@@ -234,10 +277,71 @@ def _write(path: Union[str, os.PathLike], tensors: Dict[str, torch.Tensor], meta
     header["__metadata__"] = {**metadata, "sha256": hashlib.sha256(data).hexdigest()}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(text)))
-        fh.write(text)
-        fh.write(data)
+    _write_atomically(path, (struct.pack("<Q", len(text)), text, data))
+
+
+def _write_atomically(path: Union[str, os.PathLike], chunks: Tuple[bytes, ...]) -> None:
+    """Writes ``chunks`` to ``path`` through a temporary file in the same directory, flushed and fsynced, then
+    renamed over ``path``: readers (and a crash) see the old file or the whole new one, never a partial one."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    # O_EXCL: never clobber anything; mode 0o666 filtered by the umask, as open(path, "wb") would create it
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        try:
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
+
+
+def _parse_json(text: Union[bytes, str], what: str) -> Any:
+    """json.loads with a nesting limit (checked first, so deep nesting never reaches json's recursion) and no
+    NaN/Infinity constants; ValueError for anything malformed."""
+    raw = text.encode() if isinstance(text, str) else bytes(text)
+    # Depth: brackets outside strings (strings, escaped quotes included, removed first), vectorized.
+    steps = np.frombuffer(re.sub(rb'"(?:[^"\\]|\\.)*"', b"", raw), dtype=np.uint8)
+    depth = np.cumsum(np.isin(steps, _OPEN).astype(np.int64) - np.isin(steps, _CLOSE))
+    if depth.size and int(depth.max()) > _MAX_JSON_DEPTH:
+        raise ValueError(f"{what}: JSON nested deeper than {_MAX_JSON_DEPTH} levels")
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"the constant {constant} is not allowed")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=reject)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{what}: malformed JSON ({exc})") from None
+
+
+def _check_version(meta: Dict[str, Any], path: Union[str, os.PathLike]) -> None:
+    version = meta.get("version")
+    if version == VERSION:
+        return
+    if isinstance(version, str) and version.isdigit() and int(version) > int(VERSION):
+        raise ValueError(f"file: {path} is format version {version}, newer than version {VERSION} that this "
+                         "fastdistill reads; upgrade fastdistill to load it")
+    raise ValueError(f"file: {path} has an unknown format version {version!r}; this fastdistill reads version "
+                     f"{VERSION}")
 
 
 def _read(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
@@ -248,13 +352,13 @@ def _read(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor], Dict[
     (n,) = struct.unpack("<Q", blob[:8])
     if n > _MAX_HEADER or 8 + n > len(blob):
         raise ValueError(f"file: {path} is truncated or corrupt (header of {n} bytes, file of {len(blob)})")
-    try:
-        header = json.loads(blob[8:8 + n].decode())
-        meta = header.pop("__metadata__")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError("not a fastdistill file")
-    except (ValueError, KeyError, UnicodeDecodeError, AttributeError) as exc:
-        raise ValueError(f"file: {path} has a corrupt header ({exc})") from None
+    header = _parse_json(blob[8:8 + n], f"file: {path} header")
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
+        raise ValueError(f"file: {path} has a corrupt header (expected a JSON object with __metadata__)")
+    meta = header.pop("__metadata__")
+    if meta.get("format") != FORMAT or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"file: {path} has a corrupt header (not a fastdistill file)")
+    _check_version(meta, path)
     data = memoryview(blob)[8 + n:]
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise ValueError(f"file: {path} is truncated or modified (data checksum mismatch)")
@@ -262,11 +366,16 @@ def _read(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor], Dict[
     spans = []
     for name, info in header.items():
         try:
+            if not isinstance(info, dict) or not isinstance(info.get("dtype"), str):
+                raise ValueError(f"expected {{dtype, shape, data_offsets}}, got {info!r}"[:200])
             dtype = _FROM_NAME[info["dtype"]]
-            shape = [int(s) for s in info["shape"]]
-            begin, end = (int(o) for o in info["data_offsets"])
+            shape = _check_shape(info["shape"], "tensor")
+            offsets = info["data_offsets"]
+            if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets):
+                raise ValueError(f"data_offsets {offsets!r} are not two ints")
+            begin, end = offsets
             size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-            if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(data) or end - begin != size:
+            if not 0 <= begin <= end <= len(data) or end - begin != size:
                 raise ValueError(f"offsets {begin}..{end} do not hold {shape} {info['dtype']}")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"file: {path} entry {name!r} is malformed ({exc})") from None
@@ -354,26 +463,36 @@ def _fit_module(model: nn.Module, name: str, kind: Optional[str], state: Dict[st
             if module.bias is not None:
                 module.bias = nn.Parameter(torch.empty(w.shape[0], dtype=module.bias.dtype),
                                            requires_grad=module.bias.requires_grad)
-        if prefix + MASK in state and MASK not in module._buffers:
-            module.register_buffer(MASK, torch.empty(w.shape, dtype=torch.bool))
 
 
-def load(path: Union[str, os.PathLike], model: Optional[nn.Module] = None):
+def load(path: Union[str, os.PathLike], model: Optional[nn.Module] = None, *, max_bytes: Optional[int] = None):
     """Reads a file written by :func:`save`. Without ``model``, returns the state as a dict (SparseLinear layers as
     their ``indptr``/``indices``/``values`` (and int8 ``scale``) buffers, saved SparseWeights as SparseWeight). With ``model`` (the same
     architecture, pruned or not), puts SparseLinear layers and resized Linear layers in place, loads every tensor
     (strictly: every key must match) and returns the model; outputs are bit-identical to the saved model's.
 
+    ``max_bytes``: the most memory the decoded tensors may take (checked from the header before anything is
+    allocated); default 64 times the file's size, at least 256 MiB. Raise it for a trusted file holding, say, a
+    huge all-zero tensor stored in a few bytes. Malformed, truncated, modified, too large or newer-version files
+    raise ValueError.
+
     Example::
 
         >>> state = fastdistill.load("student.fd")
     """
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+        raise ValueError(f"max_bytes: expected a non-negative int or None, got {max_bytes!r}")
     tensors, meta = _read(path)
-    try:
-        encodings = json.loads(meta.get("encodings", "{}"))
-        modules = json.loads(meta.get("modules", "{}"))
-    except ValueError as exc:
-        raise ValueError(f"file: {path} has corrupt metadata ({exc})") from None
+    encodings = _parse_json(meta.get("encodings", "{}"), f"file: {path} metadata 'encodings'")
+    modules = _parse_json(meta.get("modules", "{}"), f"file: {path} metadata 'modules'")
+    if not isinstance(modules, dict) or not all(isinstance(v, str) for v in modules.values()):
+        raise ValueError(f"file: {path} has corrupt metadata ('modules' is not an object of strings)")
+    decoded = _decoded_bytes(encodings, tensors)
+    limit = max(64 * os.path.getsize(path), 256 << 20) if max_bytes is None else max_bytes
+    if decoded > limit:
+        raise ValueError(f"file: {path} decodes to {decoded} bytes, more than the allowed {limit} "
+                         f"(max_bytes; default 64 x the file's {os.path.getsize(path)} bytes, at least 256 MiB); "
+                         "pass a larger max_bytes to load() if you trust the file")
     state = _decode(tensors, encodings)
     if model is None:
         return state
@@ -387,5 +506,6 @@ def load(path: Union[str, os.PathLike], model: Optional[nn.Module] = None):
                 _fit_module(model, name, None, state, encodings)
     except (AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"model: does not match the file ({exc})") from None
+    restore_masks(model, state)  # pruning masks on every prunable layer type, kept through optimizer steps
     model.load_state_dict(state, strict=True)
     return model

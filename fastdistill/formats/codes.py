@@ -72,3 +72,16 @@ def empty_codes(rows: int, length: int, bits: int, scheme: str) -> Tuple[Tensor,
     """Uninitialised (codes, scale, zero_point) outputs for ``rows`` rows of ``length`` elements (CPU)."""
     return (torch.empty((rows, row_bytes(length, bits)), dtype=code_dtype(bits, scheme)),
             torch.empty(rows, dtype=torch.float32), torch.empty(rows, dtype=torch.int32))
+
+
+def check_code_rows(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, rows: int, length: int) -> None:
+    """ValueError unless ``codes`` is ``(rows, row_bytes(length, bits))`` and ``scale``, ``zero_point`` hold ``rows``
+    entries: what a dequantize kernel reads (the public constructor checks this too, but the op can be reached
+    with any tensors, and Numba does not bounds-check)."""
+    want = (rows, row_bytes(length, bits))
+    if tuple(codes.shape) != want:
+        raise ValueError(f"codes: expected shape {want} for {rows} rows of {length} {bits}-bit codes, got "
+                         f"{tuple(codes.shape)}")
+    if tuple(scale.shape) != (rows,) or tuple(zero_point.shape) != (rows,):
+        raise ValueError(f"scale, zero_point: expected shape ({rows},), got {tuple(scale.shape)} and "
+                         f"{tuple(zero_point.shape)}")

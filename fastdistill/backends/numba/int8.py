@@ -10,6 +10,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
+from .._int8 import check_int8_operands
 
 
 @njit(cache=True, parallel=True)
@@ -31,8 +32,15 @@ def _quantize_rows(x, q, scale):
     m, k = x.shape
     for i in prange(m):
         absmax = np.float32(0.0)
+        finite = True
         for t in range(k):
-            absmax = max(absmax, abs(x[i, t]))
+            v = abs(x[i, t])
+            absmax = max(absmax, v)
+            finite &= v < np.float32(np.inf)  # False for inf and NaN (which max() would skip)
+        if not finite:  # the row's outputs are NaN (NaN scale), its codes 0
+            scale[i] = np.float32(np.nan)
+            q[i, :] = 0
+            continue
         s = np.float32(absmax / np.float32(127.0))
         scale[i] = s
         div = np.float32(1.0) if s == 0 else s
@@ -52,6 +60,7 @@ def _dequantize(acc, row_scale, wscale, bias, has_bias, out):
 
 @register_kernel("int8_mm", "numba")
 def int8_mm(a: Tensor, b: Tensor) -> Tensor:
+    check_int8_operands(a, b.t(), name="b")
     out = np.empty((a.shape[0], b.shape[1]), np.int32)
     _mm(a.numpy(), np.ascontiguousarray(b.numpy().T), out)
     return torch.from_numpy(out)
@@ -59,6 +68,7 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
 
 @register_kernel("int8_mm_packed", "numba")
 def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
+    check_int8_operands(a, codes)
     out = np.empty((a.shape[0], codes.shape[0]), np.int32)
     _mm(a.numpy(), codes.numpy(), out)
     return torch.from_numpy(out)
@@ -67,8 +77,9 @@ def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Te
 @register_kernel("int8_linear", "numba")
 def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
+    check_int8_operands(x, codes, wscale, bias)
+    m, n = x.shape[0], codes.shape[0]
     xf = x.detach().float().numpy()
-    m, n = xf.shape[0], codes.shape[0]
     q = np.empty(xf.shape, np.int8)
     scale = np.empty(m, np.float32)
     _quantize_rows(xf, q, scale)

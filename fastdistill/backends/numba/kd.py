@@ -1,7 +1,8 @@
-"""Numba twin of the native knowledge-distillation kernel (csrc/cpu/kd_kernels.h): per row, the log-softmax
-normalisers, then the divergence with the gradient written in the same pass (KL) or in one more pass (reverse KL,
-JSD, whose gradients need the row's divergence); rows in parallel with ``prange``. Computes in float64; serves
-float32 and float64 inputs (bf16/fp16 go to the native or reference backends)."""
+"""Numba twin of the native knowledge-distillation kernels (csrc/cpu/kd_kernels.h), in float64; rows in parallel
+with ``prange``. Dense teacher: the evaluation of the native kernel's double-precision (high-temperature) row, used
+at every temperature: the log-ratio r'_j = (u_j - m_t) / T - (x_j - m_s) / T - dz, its constant recovered from sum q = 1 through
+log1p / expm1 sums, the divergence and gradient from it (see backends/python/kd.py for why). Serves float32 and
+float64 inputs (bf16/fp16 go to the native or reference backends)."""
 from __future__ import annotations
 
 import math
@@ -32,10 +33,11 @@ def _log_norm(x, k):
 
 
 @njit(cache=True, inline="always")
-def _log_mixture(lp, lq, beta):
-    """log(beta e^lp + (1 - beta) e^lq) with the larger term factored out."""
-    big = max(lp, lq)
-    return big + math.log(beta * math.exp(lp - big) + (1.0 - beta) * math.exp(lq - big))
+def _log_mix(rho, beta):
+    """log(beta + (1 - beta) e^rho) (log m - log p for rho = log q - log p), without overflow or cancellation."""
+    if rho > 0.5:
+        return rho + math.log1p(beta * math.expm1(-rho))
+    return math.log1p((1.0 - beta) * math.expm1(rho))
 
 
 _IGNORED = -(2**62)
@@ -69,7 +71,7 @@ def _student_norms(sr, inv_t, ce):
 def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_index, scale, t_logp, grad, has_grad,
              row_loss):
     rows, V = s.shape
-    inv_t = 1.0 / temperature
+    k = 1.0 / temperature
     for r in prange(rows):
         y = _row_target(target, has_target, ignore_index, r, row_loss, grad, has_grad)
         if y == _IGNORED:
@@ -77,48 +79,63 @@ def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_ind
         ce = y >= 0 and alpha < 1.0
         sr = s[r]
         tr = t[r]
-        sm, slz, s1m, s1k, s1lz = _student_norms(sr, inv_t, ce)
+        sm, slz, s1m, s1k, s1lz = _student_norms(sr, k, ce)
         tm, tk, tlz = 0.0, 1.0, 0.0
         if div != 3 and not t_logp:
-            tm, tlz = _log_norm(tr, inv_t)
-            tk = inv_t
-        ckd = scale * alpha * temperature * ((1.0 - beta) if div == 2 else 1.0)
-        cce = scale * (1.0 - alpha) if ce else 0.0
-        d = 0.0
-        kl_q = 0.0
-        for j in range(V):
-            ls = (sr[j] - sm) * inv_t - slz
-            lp = (tr[j] - tm) * tk - tlz
-            if div == 0:
-                p = math.exp(lp)
-                if p > 0.0:
-                    d += p * (lp - ls)
-            elif div == 1:
-                q = math.exp(ls)
-                if q > 0.0:
-                    d += q * (ls - lp)
-            elif div == 2:
-                lm = _log_mixture(lp, ls, beta)
-                p = math.exp(lp)
-                q = math.exp(ls)
-                if p > 0.0:
-                    d += beta * p * (lp - lm)
-                if q > 0.0:
-                    kl_q += q * (ls - lm)
-        if div == 2:
-            d += (1.0 - beta) * kl_q
-        if has_grad:
+            tm, tlz = _log_norm(tr, k)
+            tk = k
+        dz = tlz - slz
+        # r'_j = log p_j - log q_j up to a constant c (the maxima subtracted first, so a logit of 1e30 keeps the
+        # rest); P = sum p', A = sum p' r', B = sum (q' - p') = sum p' expm1(-r')
+        P = 0.0
+        A = 0.0
+        B = 0.0
+        if div != 3:
             for j in range(V):
-                ls = (sr[j] - sm) * inv_t - slz
-                lp = (tr[j] - tm) * tk - tlz
-                q = math.exp(ls)
+                ls = (sr[j] - sm) * k - slz
+                rr = (tr[j] - tm) * tk - (sr[j] - sm) * k - dz
+                p = math.exp((tr[j] - tm) * tk - tlz)
+                P += p
+                if p != 0.0:  # NaN (a NaN or +inf logit) must reach the loss, as it reaches the gradient
+                    A += p * rr
+                B += math.exp(ls) - p if -rr > 0.5 else p * math.expm1(-rr)
+        cs = math.log(P + B)  # the rounding of the student's normaliser: q = exp(ls - cs)
+        c = cs if t_logp else math.log1p(B / P)  # r = r' + c exactly
+        w = 1.0 if t_logp else 1.0 / P  # p = w p'
+        d = w * A + c * (w * P)
+        kl_q = 0.0
+        if div == 1 or div == 2:
+            d = 0.0
+            kl_p = 0.0
+            for j in range(V):
+                ls = (sr[j] - sm) * k - slz
+                q = math.exp(ls - cs)
+                rho = -(((tr[j] - tm) * tk - (sr[j] - sm) * k - dz) + c)  # log q - log p
+                if div == 1:
+                    if q != 0.0:
+                        d += q * rho
+                else:
+                    p = w * math.exp((tr[j] - tm) * tk - tlz)
+                    if p != 0.0:
+                        kl_p -= p * _log_mix(rho, beta)
+                    if q != 0.0:
+                        kl_q -= q * _log_mix(-rho, 1.0 - beta)
+            if div == 2:
+                d = beta * kl_p + (1.0 - beta) * kl_q
+        if div == 3:
+            d = 0.0
+        if has_grad:
+            ckd = scale * alpha * temperature * ((1.0 - beta) if div == 2 else 1.0)
+            cce = scale * (1.0 - alpha) if ce else 0.0
+            for j in range(V):
+                ls = (sr[j] - sm) * k - slz
+                q = math.exp(ls - cs)
                 g = cce * math.exp((sr[j] - s1m) * s1k - s1lz)
                 if div == 0:
-                    g += ckd * (q - math.exp(lp))
-                elif div == 1 and q > 0.0:
-                    g += ckd * q * ((ls - lp) - d)
-                elif div == 2 and q > 0.0:
-                    g += ckd * q * ((ls - _log_mixture(lp, ls, beta)) - kl_q)
+                    g += ckd * (q - w * math.exp((tr[j] - tm) * tk - tlz))
+                elif div != 3 and q != 0.0:
+                    rho = -(((tr[j] - tm) * tk - (sr[j] - sm) * k - dz) + c)
+                    g += ckd * q * ((rho - d) if div == 1 else (-_log_mix(-rho, 1.0 - beta) - kl_q))
                 grad[r, j] = g
             if ce:
                 grad[r, y] -= cce

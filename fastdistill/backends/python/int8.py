@@ -1,8 +1,9 @@
 """Reference int8 kernels in plain torch: the exact int32 product, and dynamic per-row quantization + dequantization.
 
 Quantization rule shared by every backend (per row of x): ``scale = absmax / 127`` in fp32,
-``q = clamp(round_half_even(x / scale), -127, 127)`` (``q = 0`` where ``scale == 0``). The linear layer's output is
-``float(q @ codes.T) * scale[:, None] * wscale[None, :] + bias``. Integer sums are int32 and wrap modulo 2^32, so
+``q = clamp(round_half_even(x / scale), -127, 127)`` (``q = 0`` where ``scale == 0``); a row holding NaN or +-inf
+gets ``scale = NaN`` and ``q = 0``, so its outputs are all NaN (as ``F.linear`` gives NaN for a NaN input). The
+linear layer's output is ``float(q @ codes.T) * scale[:, None] * wscale[None, :] + bias``. Integer sums are int32 and wrap modulo 2^32, so
 ``int8_mm`` is exact whenever the true product fits in int32 (always for K <= 131072).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..._dispatch import register_kernel
+from .._int8 import check_int8_operands
 
 DEVICES = ("cpu", "cuda")
 
@@ -40,9 +42,10 @@ def quantize_rows(x: Tensor) -> Tuple[Tensor, Tensor]:
     """(q int8, scale fp32) of symmetric per-row quantization of a 2-D float tensor."""
     x = x.float()
     scale = x.abs().amax(dim=1) / 127 if x.shape[1] else x.new_zeros(x.shape[0])
-    div = torch.where(scale == 0, torch.ones_like(scale), scale)
-    q = torch.round(x / div[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale
+    finite = torch.isfinite(x).all(dim=1)
+    div = torch.where((scale == 0) | ~finite, torch.ones_like(scale), scale)
+    q = torch.where(finite[:, None], torch.round(x / div[:, None]).clamp_(-127, 127), 0).to(torch.int8)
+    return q, torch.where(finite, scale, torch.full_like(scale, float("nan")))
 
 
 def dequantize(acc: Tensor, row_scale: Tensor, wscale: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -57,11 +60,13 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
 
 @register_kernel("int8_mm_packed", "python", devices=DEVICES)
 def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
+    check_int8_operands(a, codes)
     return mm(a, codes.t())
 
 
 @register_kernel("int8_linear", "python", devices=DEVICES)
 def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
+    check_int8_operands(x, codes, wscale, bias)
     q, scale = quantize_rows(x)
     return dequantize(mm(q, codes.t()), scale, wscale, bias)
