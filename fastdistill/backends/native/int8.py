@@ -19,14 +19,12 @@ from ... import _C
 from ..._dispatch import register_kernel
 from .._buffers import float_array
 
-PANEL = _C.INT8_PANEL
 INT_MM_MIN_ROWS = 64
 
 
 def packed_sizes(k: int, n: int) -> Tuple[int, int]:
     """Sizes of the packed weight (bytes) and of its compensation vector (int32) for a K x N matrix."""
-    panels = (n + PANEL - 1) // PANEL
-    return panels * ((k + 63) // 64 * 16) * PANEL * 4, panels * PANEL
+    return _C.int8_packed_sizes(k, n)
 
 
 def pack(b: Tensor) -> Tuple[Tensor, Tensor]:
