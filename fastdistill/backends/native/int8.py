@@ -27,6 +27,7 @@ def packed_sizes(k: int, n: int) -> Tuple[int, int]:
     return _C.int8_packed_sizes(k, n)
 
 
+@register_kernel("int8_pack", "native")
 def pack(b: Tensor) -> Tuple[Tensor, Tensor]:
     """b (K x N int8, any strides) in the kernel's panel layout, and its shift compensation."""
     size, csize = packed_sizes(*b.shape)
