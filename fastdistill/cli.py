@@ -41,11 +41,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     rows = []
+    try:
+        levels = bench.simd_levels(args.simd)
+    except ValueError as exc:
+        print(f"fastdistill bench: {exc}", file=sys.stderr)
+        return 2
     print(f"machine: {bench.machine()}", file=sys.stderr)
-    for row in bench.run(args.suite or None, quick=args.quick):
+    for row in bench.run(args.suite or None, quick=args.quick, levels=levels):
         rows.append(row)
-        print(f"  {row.suite} {row.case}: {row.ours} {row.ours_ms:.3g} ms vs {row.peer} {row.peer_ms:.3g} ms "
-              f"(x{row.ratio:.2f})", file=sys.stderr)
+        print(f"  [{row.simd}] {row.suite} {row.case}: {row.ours} {row.ours_ms:.3g} ms vs {row.peer} "
+              f"{row.peer_ms:.3g} ms (x{row.ratio:.2f})", file=sys.stderr)
     print(bench.markdown(rows))
     if args.json:
         bench.write_json(rows, args.json)
@@ -69,6 +74,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the machine to PATH")
     p.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (default: torch's)")
+    p.add_argument("--simd", metavar="LEVEL", default=None,
+                   help="native SIMD level(s) to run at: 'all' (every level this CPU supports, one column each), or "
+                        "e.g. 'avx2' or 'avx512,avx2' (default: the level in use, see FASTDISTILL_SIMD)")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("demo", help="the main job: prune + distill a student on the embedded digits data")
     p.add_argument("--quick", action="store_true", help="fewer epochs")

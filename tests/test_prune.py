@@ -264,3 +264,13 @@ def test_compile_fullgraph(gen):
         return w * _ops.magnitude_masks([w], 2048)[0]
 
     assert torch.equal(f(x), x * fd.magnitude_mask(x, 2048))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nm_mask_counts_nans_everywhere(backend, dtype):
+    """The N:M kernels count NaNs in their own pass: in vector bodies and in the odd groups after them."""
+    x = torch.randn(1004, dtype=torch.float32).to(dtype).to(backend)  # 251 groups of 4: an odd tail at every width
+    x[[0, 517, 1003]] = float("nan")
+    for n, m in ((2, 4), (1, 4), (1, 2)):  # (1, 2): the generic per-group kernel
+        with pytest.raises(ValueError, match="contains 3 NaN"):
+            fd.nm_mask(x, n, m)

@@ -14,9 +14,11 @@ struct PruneLeaves {
   int64_t (*count_nan)(const void*, int64_t, DType);
   int64_t (*write_mask)(void*, int64_t, DType, uint32_t, uint8_t*, bool);
   void (*prune_ties)(void*, int64_t, DType, uint32_t, int64_t, uint8_t*, bool);
-  void (*nm_mask)(const void*, int64_t, int64_t, int64_t, DType, uint8_t*);
+  int64_t (*nm_mask)(const void*, int64_t, int64_t, int64_t, DType, uint8_t*);  // returns the NaN count
   void (*sample_keys)(const void*, int64_t, int64_t, DType, uint32_t*);
-  int64_t (*collect)(const void*, int64_t, DType, uint32_t, uint32_t, uint32_t*, int64_t, int64_t*, int64_t*);
+  // keys in [lo, hi] -> out (and their indices -> idx, provisional keep-flags key >= lo -> mask, when mask is set)
+  int64_t (*collect)(const void*, int64_t, DType, uint32_t lo, uint32_t hi, uint32_t* out, uint32_t* idx, int64_t cap,
+                     int64_t* below, int64_t* nans, uint8_t* mask);
 };
 
 FD_DECLARE_TIER_LEAVES(PruneLeaves)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import fastdistill as fd
-from ..bench import Row, compare, suite
+from ..bench import Row, compare, simd_levels, suite
 
 T, ALPHA = 2.0, 0.5
 SHAPES = [(1024, 32000), (4096, 1000), (256, 128256)]
@@ -118,6 +118,9 @@ print(status("VmHWM:") - base)
 def peak_extra_bytes(which: str, *sizes: int) -> int:
     """Peak extra resident bytes of one forward + backward of case ``which`` (a fresh process each time)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    level = simd_levels(None)[0]  # the child runs at this process's level (the bench may have switched it)
+    if level is not None:
+        env["FASTDISTILL_SIMD"] = level
     out = subprocess.run([sys.executable, "-c", _CHILD, which, *map(str, sizes)], capture_output=True, text=True,
                          env=env, check=True)
     return int(out.stdout.strip().splitlines()[-1])
