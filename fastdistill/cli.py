@@ -7,6 +7,13 @@ import sys
 from typing import List, Optional
 
 
+def _route_evidence(route: dict) -> str:
+    """The measurement behind a route choice, as 'rows: a vs b ms' pairs (or the reason no measurement ran)."""
+    if "timings_ms" not in route:
+        return route.get("reason", "not measured")
+    return "measured " + ", ".join(f"{k}: {a:.3g} vs {b:.3g} ms" for k, (a, b) in route["timings_ms"].items())
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import fastdistill
 
@@ -23,7 +30,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if "simd" in inf:
         s = inf["simd"]
         feats = ", ".join(k for k, v in s["cpu_features"].items() if v)
-        print(f"  SIMD: {s['level']} (detected {s['detected']}; CPU: {feats})")
+        print(f"  SIMD: {s['level']} (detected {s['detected']}, supported {', '.join(s['supported'])}; CPU: {feats})")
+        k = s["int8_kernels"]
+        print(f"  int8 GEMM kernel: {k['symmetric_weights']} (weights in [-127, 127]), {k['any_int8']} (any int8)")
+    if "routes" in inf:
+        r = inf["routes"]["int8_linear"]
+        rows = r["int_mm_min_rows"]
+        print("  route int8_linear: " + ("own kernel at every batch size" if rows is None else
+                                         f"torch._int_mm from {rows} rows") + f" ({_route_evidence(r)})")
+        r = inf["routes"]["sparse_linear"]
+        print(f"  route sparse_linear: gather dot products up to {r['gather_max_batch']} samples, tiled beyond "
+              f"({_route_evidence(r)})")
     print(f"  threads: torch {inf['threads']}" + (f", OpenMP {inf['simd']['openmp_max_threads']}" if "simd" in inf
                                                  else ""))
     cuda = inf["cuda"]

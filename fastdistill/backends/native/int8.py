@@ -18,13 +18,13 @@ from torch import Tensor
 
 from ... import _C
 from ..._dispatch import register_kernel
-from ..._timing import median_ms
+from ..._timing import best_ms
 from .._buffers import float_array
 
 # The route probe: a K x N weight, batches of increasing rows. A first single call of the _int_mm route that takes
 # PROBE_GIVE_UP times our kernel's time ends the probe at once (a CPU without a fast oneDNN int8 path must not pay
-# seconds for the measurement), and so does PROBE_BUDGET_MS of probing; otherwise each side is the better of two
-# medians of three calls. Until _int_mm is measured faster, our kernel serves.
+# seconds for the measurement), and so does PROBE_BUDGET_MS of probing; otherwise each side is its fastest of five
+# calls. Until _int_mm is measured faster, our kernel serves.
 PROBE_K = PROBE_N = 512
 PROBE_ROWS = (64, 256, 1024)
 PROBE_GIVE_UP = 3.0
@@ -105,9 +105,6 @@ def _probe() -> dict:
         return {"int_mm_min_rows": None, "reason": f"torch._int_mm failed: {exc}"}
     timings: Dict[int, Tuple[float, float]] = {}  # rows -> (ours, the _int_mm route) in ms
     start = time.perf_counter()
-
-    def best_ms(fn) -> float:
-        return min(median_ms(fn, repeat=3, warmup=0) for _ in range(2))
 
     for m in PROBE_ROWS:
         if (time.perf_counter() - start) * 1e3 > PROBE_BUDGET_MS:
