@@ -43,7 +43,7 @@ const Int8Leaves& int8_leaves() {
 
 // The GEMM for m rows of A times a B that holds -128 or not: at the avx512 tier AMX tiles where available (for
 // m >= kAmxMinRows), else the tier's kernels.
-const Int8Gemm& select_gemm(int64_t m, bool b_has_min) {
+const Int8Gemm& select_gemm([[maybe_unused]] int64_t m, bool b_has_min) {
 #if FD_X86
   if (simd_level() == Simd::Avx512 && m >= kAmxMinRows && g_amx.load(std::memory_order_relaxed) && amx::available())
     return amx::gemm();

@@ -80,28 +80,28 @@ static inline int32_t load4(const void* p) {
   for (int64_t i = k; i < lda; ++i) d[i] = 0;
 }
 
-// Runs kernel<MR>(a, lda, panel, kgroups, tile) over the rows of one panel: full tiles of kRows rows, then the
-// remainder with the matching row count, each tile stored through the epilogue.
+// Runs kernel(rows_constant, a_rows, tile) over the rows of one panel (the kernel knows the panel): full tiles of
+// kRows rows, then the remainder with the matching row count, each tile stored through the epilogue.
 template <int64_t kRows, typename T, typename Kernel>
-static inline void panel_rows(const T* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups,
-                              int64_t row0, int64_t col0, int64_t ncols, const Int8Epilogue& e, Kernel kernel) {
+static inline void panel_rows(const T* a, int64_t lda, int64_t rows, int64_t row0, int64_t col0, int64_t ncols,
+                              const Int8Epilogue& e, Kernel kernel) {
   alignas(64) int32_t tile[kRows * kPanel];
   int64_t r = 0;
   for (; r + kRows <= rows; r += kRows) {
     kernel(std::integral_constant<int, kRows>{}, a + r * lda, tile);
     store_tile(tile, kRows, row0 + r, col0, ncols, e);
   }
-  const int64_t rem = rows - r;
-  if (rem == 0) return;
-  const T* ar = a + r * lda;
   if constexpr (kRows > 1) {
+    const int64_t rem = rows - r;
+    if (rem == 0) return;
+    const T* ar = a + r * lda;
     if (rem == 1) kernel(std::integral_constant<int, 1>{}, ar, tile);
     if constexpr (kRows > 2) if (rem == 2) kernel(std::integral_constant<int, 2>{}, ar, tile);
     if constexpr (kRows > 3) if (rem == 3) kernel(std::integral_constant<int, 3>{}, ar, tile);
     if constexpr (kRows > 4) if (rem == 4) kernel(std::integral_constant<int, 4>{}, ar, tile);
     if constexpr (kRows > 5) if (rem == 5) kernel(std::integral_constant<int, 5>{}, ar, tile);
+    store_tile(tile, rem, row0 + r, col0, ncols, e);
   }
-  store_tile(tile, rem, row0 + r, col0, ncols, e);
 }
 
 #if FD_TIER == FD_TIER_AVX512
@@ -132,7 +132,7 @@ static inline void vnni_kernel(const uint8_t* a, int64_t lda, const int8_t* pane
 
 static void gemm_vnni(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                       int64_t col0, int64_t ncols, const Int8Epilogue& e) {
-  panel_rows<6>(static_cast<const uint8_t*>(a), lda, rows, panel, kgroups, row0, col0, ncols, e,
+  panel_rows<6>(static_cast<const uint8_t*>(a), lda, rows, row0, col0, ncols, e,
                 [&](auto mr, const uint8_t* ar, int32_t* tile) {
                   vnni_kernel<decltype(mr)::value>(ar, lda, panel, kgroups, tile);
                 });
@@ -170,7 +170,7 @@ static inline void sign_kernel(const int8_t* a, int64_t stride, int64_t abs_off,
 
 static void gemm_sign(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                       int64_t col0, int64_t ncols, const Int8Epilogue& e) {
-  panel_rows<4>(static_cast<const int8_t*>(a), 2 * lda, rows, panel, kgroups, row0, col0, ncols, e,
+  panel_rows<4>(static_cast<const int8_t*>(a), 2 * lda, rows, row0, col0, ncols, e,
                 [&](auto mr, const int8_t* ar, int32_t* tile) {
                   for (int64_t c = 0; c < 4; ++c)
                     sign_kernel<decltype(mr)::value>(ar, 2 * lda, lda, panel, kgroups, c, tile);
@@ -207,7 +207,7 @@ static inline void widen_kernel(const int16_t* a, int64_t lda, const int8_t* pan
 
 static void gemm_widen(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                        int64_t col0, int64_t ncols, const Int8Epilogue& e) {
-  panel_rows<6>(static_cast<const int16_t*>(a), lda, rows, panel, kgroups, row0, col0, ncols, e,
+  panel_rows<6>(static_cast<const int16_t*>(a), lda, rows, row0, col0, ncols, e,
                 [&](auto mr, const int16_t* ar, int32_t* tile) {
                   for (int64_t c = 0; c < 8; ++c) widen_kernel<decltype(mr)::value>(ar, lda, panel, kgroups, c, tile);
                 });
@@ -215,7 +215,7 @@ static void gemm_widen(const void* a, int64_t lda, int64_t rows, const int8_t* p
 #else
 static void gemm_scalar(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                         int64_t col0, int64_t ncols, const Int8Epilogue& e) {
-  panel_rows<1>(static_cast<const int8_t*>(a), lda, rows, panel, kgroups, row0, col0, ncols, e,
+  panel_rows<1>(static_cast<const int8_t*>(a), lda, rows, row0, col0, ncols, e,
                 [&](auto, const int8_t* ar, int32_t* tile) {
                   uint32_t acc[kPanel] = {};
                   for (int64_t g = 0; g < kgroups; ++g) {
