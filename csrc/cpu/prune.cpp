@@ -126,9 +126,12 @@ Selection select_kth(const std::vector<Source>& srcs, const std::vector<Chunk>& 
 // runs the plain histogram selection - when the bracket misses the k-th key, overflows its buffers (heavy ties),
 // or meets a NaN; the result never depends on the sample, only the speed does.
 //
+// Keys equal to an end of the bracket are counted, not copied: re-pruning a tensor whose zeros fill the low end of
+// the bracket copies no zeros (they overflowed the buffer and sent every re-prune to the histogram passes).
 // With `marks`, the pass also writes every source's mask provisionally (key >= the bracket's low end) and keeps the
-// bracketed keys' indices in *marks: fix_marks() then settles those few flags, and no second pass is needed. On a
-// false return the masks are half-written and the caller's full write pass rewrites them.
+// bracketed keys' indices (ends included: their flags may change) in *marks: fix_marks() then settles those few
+// flags, and no second pass is needed. On a false return the masks are half-written and the caller's full write
+// pass rewrites them.
 constexpr int64_t kSample = 16384;
 constexpr int64_t kSampleMin = 1 << 20;  // below this the histogram passes are cheap enough
 
@@ -175,7 +178,7 @@ bool select_by_sample(const std::vector<Source>& srcs, const std::vector<Chunk>&
   cands.keys.resize(nchunks);
   cands.idx.resize(marks ? nchunks : 0);
   cands.count.assign(nchunks, 0);
-  std::vector<int64_t> below(nchunks, 0), nans(nchunks, 0);
+  std::vector<CollectCounts> counts(nchunks);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t c = 0; c < nchunks; ++c) {
     const Chunk& ch = chunks[c];
@@ -185,21 +188,38 @@ bool select_by_sample(const std::vector<Source>& srcs, const std::vector<Chunk>&
     cands.keys[c].reset(new uint32_t[cap]);
     if (marks) cands.idx[c].reset(new uint32_t[cap]);
     cands.count[c] = leaf.collect(chunk_ptr(srcs, ch), len, s.dtype, lo, hi, cands.keys[c].get(),
-                                  marks ? cands.idx[c].get() : nullptr, cap, &below[c], &nans[c],
+                                  marks ? cands.idx[c].get() : nullptr, cap, &counts[c],
                                   marks ? s.mask + ch.begin : nullptr);
   }
-  int64_t n_below = 0, n_in = 0;
+  CollectCounts sum{};
+  int64_t n_in = 0;  // copied keys
   for (int64_t c = 0; c < nchunks; ++c) {
-    if (cands.count[c] < 0 || nans[c]) return false;
-    n_below += below[c];
+    if (cands.count[c] < 0 || counts[c].nans) return false;
+    sum.below += counts[c].below;
+    sum.at_lo += counts[c].at_lo;
+    sum.at_hi += counts[c].at_hi;
     n_in += cands.count[c];
   }
-  if (!(n_below < k && k <= n_below + n_in)) return false;
+  // Without marks the bracket's end values were counted, not copied: the k-th key may be one of them.
+  int64_t below_in = sum.below;  // keys below the copied ones
+  if (!marks) {
+    if (sum.below < k && k <= sum.below + sum.at_lo) {
+      *out = {lo, sum.below, sum.at_lo};
+      return true;
+    }
+    below_in += sum.at_lo;
+    const int64_t at_hi = lo == hi ? 0 : sum.at_hi;
+    if (below_in + n_in < k && k <= below_in + n_in + at_hi) {
+      *out = {hi, below_in + n_in, at_hi};
+      return true;
+    }
+  }
+  if (!(below_in < k && k <= below_in + n_in)) return false;
   std::vector<Source> cand;
   for (int64_t c = 0; c < nchunks; ++c)  // keys are fp32 bit patterns
     cand.push_back({reinterpret_cast<char*>(cands.keys[c].get()), cands.count[c], DType::F32, nullptr});
-  const Selection inner = select_kth(cand, make_chunks(cand, nthreads), k - n_below, nthreads, leaf);
-  *out = {inner.key, n_below + inner.less, inner.equal};
+  const Selection inner = select_kth(cand, make_chunks(cand, nthreads), k - below_in, nthreads, leaf);
+  *out = {inner.key, below_in + inner.less, inner.equal};
   return true;
 }
 
