@@ -37,6 +37,7 @@ class Row:
     x_floor: Optional[float] = None  # ours_ms / floor_ms
     target: Optional[str] = None
     simd: Optional[str] = None  # native SIMD level the row ran at (None without the native module)
+    note: Optional[str] = None  # a measurement that is not a time (e.g. peak memory)
 
 
 def suite(name: str) -> Callable[[Callable[[bool], Iterable[Row]]], Callable[[bool], Iterable[Row]]]:
@@ -61,6 +62,7 @@ def compare(
     floor_name: Optional[str] = None,
     target: Optional[str] = None,
     repeat: int = 15,
+    note: Optional[str] = None,
 ) -> Row:
     """Time ours, the peer and (optionally) a floor, interleaved in rounds so drift hits all of them alike."""
     fns = [ours, peer] + ([floor] if floor else [])
@@ -75,7 +77,7 @@ def compare(
     gc.collect()
     floor_ms = ms[2] if floor else None
     return Row(suite_name, case, ours_name, ms[0], peer_name, ms[1], ms[1] / ms[0], floor_name, floor_ms,
-               (ms[0] / floor_ms) if floor_ms else None, target)
+               (ms[0] / floor_ms) if floor_ms else None, target, note=note)
 
 
 def cpu_name() -> str:
@@ -181,7 +183,8 @@ def markdown(rows: List[Row]) -> str:
         for r in rows:
             floor = f"{r.floor_ms:.3g}" if r.floor_ms else "-"
             xf = f"{r.x_floor:.2f}" if r.x_floor else "-"
-            lines.append(f"| {r.suite} | {_cell(r.case)} | {_cell(r.ours)} | {r.ours_ms:.3g} | {_cell(r.peer)} | "
+            case = f"{r.case} ({r.note})" if r.note else r.case
+            lines.append(f"| {r.suite} | {_cell(case)} | {_cell(r.ours)} | {r.ours_ms:.3g} | {_cell(r.peer)} | "
                          f"{r.peer_ms:.3g} | {r.ratio:.2f} | {floor} | {xf} | {_cell(r.target)} |")
         return "\n".join(lines)
     cells: Dict[tuple, Dict[Optional[str], Row]] = {}
@@ -198,7 +201,8 @@ def markdown(rows: List[Row]) -> str:
                 vals.append("-")
                 continue
             xf = f", {r.x_floor:.2f}x floor" if r.x_floor else ""
-            vals.append(f"{r.ratio:.2f} ({r.ours_ms:.3g} ms{xf})")
+            note = f"; {r.note}" if r.note else ""
+            vals.append(f"{r.ratio:.2f} ({r.ours_ms:.3g} ms{xf}{note})")
         lines.append(f"| {suite_name} | {_cell(case)} | {_cell(ours)} | {_cell(peer)} | {_cell(target)} | "
                      + " | ".join(vals) + " |")
     return "\n".join(lines)
