@@ -98,7 +98,8 @@ def _cuda_plan():
     if arch:
         if arch.startswith("-"):
             return arch.split(), ""
-        archs = sorted({a.replace(".", "").replace("sm_", "") for a in arch.replace(";", " ").replace(",", " ").split()})
+        names = arch.replace(";", " ").replace(",", " ").split()
+        archs = sorted({a.replace(".", "").replace("sm_", "") for a in names})
         return _gencode_flags(archs), ""
     visible = _visible_gpu_archs()
     if visible:

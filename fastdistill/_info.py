@@ -12,6 +12,14 @@ from . import __version__
 from ._dispatch import _REGISTRY, BACKENDS, _build_status, backend_unavailable_reason, get_backend, is_op
 
 
+def _native_routes() -> Dict[str, Any]:
+    """The native backend's measured choices (each measured once per process, SIMD level and thread count)."""
+    from .backends.native.int8 import int8_route
+    from .backends.native.sparse import sparse_route
+
+    return {"int8_linear": int8_route(), "sparse_linear": sparse_route()}
+
+
 def info() -> Dict[str, Any]:
     """A dict describing this installation (also printed by the ``fastdistill info`` command).
 
@@ -43,7 +51,11 @@ def info() -> Dict[str, Any]:
         from . import _C
 
         out["simd"] = {"level": _C.simd_level(), "detected": _C.detected_simd_level(),
-                       "cpu_features": dict(_C.cpu_features()), "openmp_max_threads": _C.max_threads()}
+                       "supported": list(_C.supported_simd_levels()),
+                       "cpu_features": dict(_C.cpu_features()), "openmp_max_threads": _C.max_threads(),
+                       "int8_kernels": {"symmetric_weights": _C.int8_kernel_name(16, False),
+                                        "any_int8": _C.int8_kernel_name(16, True)}}
+        out["routes"] = _native_routes()
     if backends["numba"]["usable"]:
         numba = importlib.import_module("numba")
         out["numba"] = {"version": numba.__version__, "threads": numba.config.NUMBA_NUM_THREADS}

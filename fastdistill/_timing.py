@@ -18,3 +18,9 @@ def median_ms(fn: Callable[[], object], repeat: int = 15, warmup: int = 3, min_t
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def best_ms(fn: Callable[[], object], calls: int = 5, warmup: int = 1) -> float:
+    """Fastest of ``calls`` timed calls of ``fn()`` in milliseconds: the estimate of its own cost that other work on
+    a shared machine disturbs least (route probes compare two of these)."""
+    return min(median_ms(fn, repeat=1, warmup=warmup if i == 0 else 0) for i in range(calls))

@@ -7,6 +7,13 @@ import sys
 from typing import List, Optional
 
 
+def _route_evidence(route: dict) -> str:
+    """The measurement behind a route choice, as 'rows: a vs b ms' pairs (or the reason no measurement ran)."""
+    if "timings_ms" not in route:
+        return route.get("reason", "not measured")
+    return "measured " + ", ".join(f"{k}: {a:.3g} vs {b:.3g} ms" for k, (a, b) in route["timings_ms"].items())
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import fastdistill
 
@@ -23,7 +30,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if "simd" in inf:
         s = inf["simd"]
         feats = ", ".join(k for k, v in s["cpu_features"].items() if v)
-        print(f"  SIMD: {s['level']} (detected {s['detected']}; CPU: {feats})")
+        print(f"  SIMD: {s['level']} (detected {s['detected']}, supported {', '.join(s['supported'])}; CPU: {feats})")
+        k = s["int8_kernels"]
+        print(f"  int8 GEMM kernel: {k['symmetric_weights']} (weights in [-127, 127]), {k['any_int8']} (any int8)")
+    if "routes" in inf:
+        r = inf["routes"]["int8_linear"]
+        rows = r["int_mm_min_rows"]
+        print("  route int8_linear: " + ("own kernel at every batch size" if rows is None else
+                                         f"torch._int_mm from {rows} rows") + f" ({_route_evidence(r)})")
+        r = inf["routes"]["sparse_linear"]
+        print(f"  route sparse_linear: gather dot products up to {r['gather_max_batch']} samples, tiled beyond "
+              f"({_route_evidence(r)})")
     print(f"  threads: torch {inf['threads']}" + (f", OpenMP {inf['simd']['openmp_max_threads']}" if "simd" in inf
                                                  else ""))
     cuda = inf["cuda"]
@@ -41,11 +58,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     rows = []
+    try:
+        levels = bench.simd_levels(args.simd)
+    except ValueError as exc:
+        print(f"fastdistill bench: {exc}", file=sys.stderr)
+        return 2
     print(f"machine: {bench.machine()}", file=sys.stderr)
-    for row in bench.run(args.suite or None, quick=args.quick):
+    for row in bench.run(args.suite or None, quick=args.quick, levels=levels):
         rows.append(row)
-        print(f"  {row.suite} {row.case}: {row.ours} {row.ours_ms:.3g} ms vs {row.peer} {row.peer_ms:.3g} ms "
-              f"(x{row.ratio:.2f})", file=sys.stderr)
+        print(f"  [{row.simd}] {row.suite} {row.case}: {row.ours} {row.ours_ms:.3g} ms vs {row.peer} "
+              f"{row.peer_ms:.3g} ms (x{row.ratio:.2f})", file=sys.stderr)
     print(bench.markdown(rows))
     if args.json:
         bench.write_json(rows, args.json)
@@ -69,6 +91,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the machine to PATH")
     p.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (default: torch's)")
+    p.add_argument("--simd", metavar="LEVEL", default=None,
+                   help="native SIMD level(s) to run at: 'all' (every level this CPU supports, one column each), or "
+                        "e.g. 'avx2' or 'avx512,avx2' (default: the level in use, see FASTDISTILL_SIMD)")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("demo", help="the main job: prune + distill a student on the embedded digits data")
     p.add_argument("--quick", action="store_true", help="fewer epochs")

@@ -3,37 +3,17 @@ native backend once per SIMD level this CPU supports."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
 import torch
 
 import fastdistill as fd
 from fastdistill._dispatch import backend_unavailable_reason
+from fastdistill.bench import at_simd_level as simd_level  # noqa: F401  (the tests' way to switch levels)
+from fastdistill.bench import supported_levels as native_simd_levels
 
 CPU_BACKENDS = ("python", "native", "numba")
-SIMD_ORDER = ("scalar", "avx2", "avx512")
-
-
-def native_simd_levels() -> List[str]:
-    if backend_unavailable_reason("native") is not None:
-        return []
-    from fastdistill import _C
-
-    best = _C.detected_simd_level()
-    return list(SIMD_ORDER[: SIMD_ORDER.index(best) + 1])
-
-
-@contextlib.contextmanager
-def simd_level(level: str) -> Iterator[None]:
-    from fastdistill import _C
-
-    before = _C.simd_level()
-    _C.set_simd_level(level)
-    try:
-        yield
-    finally:
-        _C.set_simd_level(before)
 
 
 def _backend_params():

@@ -220,3 +220,70 @@ def test_bad_inputs(gen):
         fd.prepack_int8_weight(b, torch.ones(4))
     with pytest.raises(TypeError, match="b:"):
         fd.prepack_int8_weight(b.float())
+
+
+# Row counts that end on every microkernel's tile and tail (4-row sign trick, 6-row widening and VNNI), K short of a
+# group or of 64, N tails of every 8/16-column chunk of a panel.
+PATH_SHAPES = [(1, 3, 5), (2, 4, 8), (3, 61, 17), (4, 64, 64), (5, 65, 70), (6, 127, 33), (7, 129, 127),
+               (9, 250, 66), (11, 31, 200), (13, 1, 9), (24, 300, 129)]
+
+
+def rand_int8_without_min(shape, gen):
+    return torch.randint(-127, 128, shape, generator=gen, dtype=torch.int8)
+
+
+@pytest.mark.parametrize("m,k,n", PATH_SHAPES, ids=str)
+def test_int8_mm_fast_and_exact_paths(backend, gen, m, k, n):
+    """A B within [-127, 127] runs the fast kernels (the sign trick at avx2); one -128 in B switches to the exact
+    ones (int16 widening at avx2). Both exact against int64, with A's extremes -128 and 127 present."""
+    a = rand_int8((m, k), gen)
+    a.view(-1)[0], a.view(-1)[-1] = -128, 127
+    b = rand_int8_without_min((k, n), gen)
+    b_min = b.clone()
+    b_min[k // 2, n - 1] = -128
+    for bb in (b, b_min):
+        want = exact(a, bb)
+        assert torch.equal(fd.int8_mm(a.to(backend), bb.to(backend)).cpu(), want)
+        assert torch.equal(fd.int8_mm(a.to(backend), fd.prepack_int8_weight(bb.to(backend))).cpu(), want)
+
+
+def test_int8_mm_fast_path_extremes(backend):
+    k = 4099  # the sign trick's largest pair sums (|a| = 128 against |b| = 127), summed over the int32 range
+    for va, vb in ((-128, -127), (-128, 127), (127, -127), (-127, 127)):
+        a = torch.full((5, k), va, dtype=torch.int8, device=backend)
+        b = torch.full((k, 70), vb, dtype=torch.int8, device=backend)
+        assert torch.equal(fd.int8_mm(a, b).cpu(), exact(a, b))
+
+
+@pytest.mark.parametrize("m", [1, 5, 16])
+def test_int8_linear_weight_with_min(backend, gen, m):
+    """Codes given by the user may hold -128: int8_linear then runs the exact kernels."""
+    n, k = 70, 131
+    codes = rand_int8((n, k), gen)
+    codes[3, 7] = -128
+    scale = torch.rand(n, generator=gen) / 100
+    q = fd.prepack_int8_weight(codes, scale, transposed=True)
+    x = torch.randn(m, k, generator=gen)
+    want = ref_linear(x, q, None)
+    torch.testing.assert_close(fd.int8_linear(x.to(backend), q).cpu(), want, rtol=1e-5,
+                               atol=1e-5 * float(want.abs().max()))
+
+
+def test_int8_kernel_choice():
+    """Each native level names the kernels it runs, so the tests above reach every one of them."""
+    if "avx2" not in native_simd_levels():
+        pytest.skip("the native avx2 level is unavailable")
+    from fastdistill import _C
+
+    with simd_level("avx2"):
+        assert _C.int8_kernel_name(16, False) == "avx2-sign"
+        assert _C.int8_kernel_name(16, True) == "avx2-widen"
+    with simd_level("scalar"):
+        assert _C.int8_kernel_name(16, False) == _C.int8_kernel_name(16, True) == "scalar"
+    if "avx512" in native_simd_levels() and _C.cpu_features().get("avx512vnni"):
+        with simd_level("avx512"):
+            _C.int8_set_amx(False)
+            try:
+                assert _C.int8_kernel_name(16, False) == _C.int8_kernel_name(16, True) == "avx512-vnni"
+            finally:
+                _C.int8_set_amx(True)

@@ -98,9 +98,10 @@ def test_large(backend, gen):
     assert torch.equal(got.cpu(), ref_masks([x], 0.9)[0])
 
 
-@pytest.mark.parametrize("case", ["sample_misses", "heavy_ties", "nan", "two_sources"])
+@pytest.mark.parametrize("case", ["sample_misses", "heavy_ties", "nan", "two_sources", "zeros", "plateaus"])
 def test_large_selection_paths(backend, gen, case):
-    """Inputs of >= 2^20 elements take the sample-bracketed selection; these cases force each of its fallbacks."""
+    """Inputs of >= 2^20 elements take the sample-bracketed selection; these cases force each of its fallbacks, and
+    the k-th magnitude at either end of the sample's bracket (counted there, not copied), for masks and in place."""
     n = (1 << 20) + 4099
     x = torch.randn(n, generator=gen) * 1e-3
     stride = n // 16384  # the native kernel samples every stride-th element: make the sample unrepresentative
@@ -108,16 +109,24 @@ def test_large_selection_paths(backend, gen, case):
         x[::stride] = 1e3 + torch.rand(x[::stride].shape, generator=gen)
     elif case == "heavy_ties":
         x = torch.randint(-2, 3, (n,), generator=gen).float()
+    elif case == "zeros":  # an already pruned tensor, pruned again
+        x[torch.rand(n, generator=gen) < 0.9] = 0
+    elif case == "plateaus":  # 49% of 1.0, 2% in (1, 2), 49% of 2.0: sparsity 0.52 lands on the bracket's top end
+        u = torch.rand(n, generator=gen)
+        x = torch.where(u < 0.49, 1.0, torch.where(u < 0.51, 1.0 + torch.rand(n, generator=gen), 2.0))
+        x = x * (torch.randint(0, 2, (n,), generator=gen) * 2 - 1)
     elif case == "nan":
         x[[5, n - 7]] = float("nan")
         with pytest.raises(ValueError, match="contains 2 NaN"):
             fd.magnitude_mask(x.to(backend), 0.5)
         return
     xs = [x.to(backend)] if case != "two_sources" else [x[:1000].to(backend), x.to(backend).half()]
-    for sparsity in (0.01, 0.5, 0.97):
+    for sparsity in (0.01, 0.5, 0.52, 0.9, 0.97):
         got = fd.global_magnitude_masks(xs, sparsity)
         want = ref_masks(xs, sparsity)
         assert all(torch.equal(g.cpu(), w) for g, w in zip(got, want)), sparsity
+        if len(xs) == 1:  # in place: the selection without masks written during it
+            assert torch.equal(fd.prune_(xs[0].clone(), sparsity).cpu(), want[0]), sparsity
     thr = fd.magnitude_threshold(xs[-1], 0.5)
     assert float(thr) == float(torch.kthvalue(xs[-1].float().abs().cpu(), round(0.5 * xs[-1].numel())).values)
 
@@ -264,3 +273,13 @@ def test_compile_fullgraph(gen):
         return w * _ops.magnitude_masks([w], 2048)[0]
 
     assert torch.equal(f(x), x * fd.magnitude_mask(x, 2048))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nm_mask_counts_nans_everywhere(backend, dtype):
+    """The N:M kernels count NaNs in their own pass: in vector bodies and in the odd groups after them."""
+    x = torch.randn(1004, dtype=torch.float32).to(dtype).to(backend)  # 251 groups of 4: an odd tail at every width
+    x[[0, 517, 1003]] = float("nan")
+    for n, m in ((2, 4), (1, 4), (1, 2)):  # (1, 2): the generic per-group kernel
+        with pytest.raises(ValueError, match="contains 3 NaN"):
+            fd.nm_mask(x, n, m)

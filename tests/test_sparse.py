@@ -239,3 +239,29 @@ def test_eager_path_matches_custom_op(gen):
     assert fd.sparse_linear(x.clone().requires_grad_(), q).grad_fn is not None
     with torch.no_grad():
         assert fd.sparse_linear(x.clone().requires_grad_(), q).grad_fn is None
+
+
+@pytest.mark.parametrize("gather_max_batch", [0, 1, 8])
+@pytest.mark.parametrize("vdtype", [torch.float32, torch.bfloat16, torch.int8], ids=str)
+def test_native_gather_and_tile_kernels(backend, gen, gather_max_batch, vdtype):
+    """The native backend picks gather or tiled kernels by a measured batch size: both, forced, at every batch the
+    measurement may assign to either (0: all tiled, 8: gather up to 8 samples), sample- and feature-major."""
+    if fd.get_backend() != "native":
+        pytest.skip("native kernels only")
+    from fastdistill import _C
+
+    sw = fd.SparseWeight.from_dense(sparse_weight(37, 70, 0.7, gen, torch.float32 if vdtype == torch.int8 else vdtype),
+                                    vdtype)
+    w = sw.to_dense()
+    scale = None if sw.scale is None else sw.scale.numpy()
+    for m in range(1, 10):
+        x = torch.randn(m, 70, generator=gen)
+        out = np.empty((m, 37), np.float32)
+        vals = sw.values.view(torch.uint16) if vdtype == torch.bfloat16 else sw.values
+        _C.sparse_matmul(sw.indptr.numpy(), sw.indices.numpy(), vals.numpy(), 70, x.numpy(), False, out, False,
+                         scale=scale, nthreads=2, gather_max_batch=gather_max_batch)
+        check_close(torch.from_numpy(out), w, x)
+        out_t = np.empty((37, m), np.float32)
+        _C.sparse_matmul(sw.indptr.numpy(), sw.indices.numpy(), vals.numpy(), 70, x.t().contiguous().numpy(), True,
+                         out_t, True, scale=scale, nthreads=2, gather_max_batch=gather_max_batch)
+        check_close(torch.from_numpy(out_t).t(), w, x)

@@ -105,11 +105,17 @@ void int8_dequantize_py(const py::array& c, const py::array& row_scale, const py
 void bind_int8(py::module_& m) {
   m.def("int8_set_amx", &int8_set_amx, py::arg("enabled"),
         "Allow (default) or forbid the AMX int8 kernel at the avx512 level; for tests and benchmarks.");
-  m.def("int8_amx_in_use", &int8_amx_in_use, py::arg("m") = kAmxMinRows, "Whether an int8 GEMM of m rows runs on AMX tiles now.");
-  m.attr("INT8_PANEL") = kPanel;
+  m.def("int8_amx_in_use", &int8_amx_in_use, py::arg("m") = kAmxMinRows,
+        "Whether an int8 GEMM of m rows runs on AMX tiles now.");
+  m.def("int8_kernel_name", &int8_kernel_name, py::arg("m"), py::arg("b_has_min"),
+        "The microkernel an int8 GEMM of m rows runs at the current SIMD level, for a B that holds -128 or not.");
+  m.def("int8_packed_sizes", [](int64_t k, int64_t n) {
+          if (k < 0 || n < 0) throw py::value_error("k, n: expected non-negative sizes");
+          return py::make_tuple(int8_packed_bytes(k, n), int8_comp_size(n));
+        }, py::arg("k"), py::arg("n"), "(bytes of the packed weight, int32 entries of comp) for a K x N matrix.");
   m.def("int8_pack", &int8_pack_py, py::arg("b"), py::arg("packed"), py::arg("comp"), py::arg("nthreads") = 1,
-        "Packs b (K x N int8, any strides) into the GEMM's panel layout (size n_panels * k_groups * 256) and the "
-        "shift compensation comp[n] = 128 * sum_k b[k, n] (size n_panels * 64).");
+        "Packs b (K x N int8, any strides) into the GEMM's panel layout and comp: the shift compensation "
+        "128 * sum_k b[k, n] per column, then whether b holds -128 (sizes: int8_packed_sizes).");
   m.def("int8_gemm", &int8_gemm_py, py::arg("a"), py::arg("packed"), py::arg("comp"), py::arg("n"), py::arg("out"),
         py::arg("nthreads") = 1, "out (M x N int32) = a (M x K int8) @ b, b packed by int8_pack; exact (int32 wraps).");
   m.def("int8_linear", &int8_linear_py, py::arg("x"), py::arg("packed"), py::arg("comp"), py::arg("wscale"),

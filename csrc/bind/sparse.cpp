@@ -37,7 +37,8 @@ py::array expect_2d_f32(const py::object& obj, const char* name) {
 
 void sparse_matmul_py(const py::array& indptr, const py::array& indices, const py::array& values, int64_t cols,
                       const py::object& x_obj, bool x_feature_major, const py::object& out_obj,
-                      bool out_feature_major, const py::object& bias_obj, const py::object& scale_obj, int nthreads) {
+                      bool out_feature_major, const py::object& bias_obj, const py::object& scale_obj, int nthreads,
+                      int64_t gather_max_batch) {
   require_buffer<int64_t>(indptr, "indptr");
   require_c_contiguous(indices, "indices");
   require_c_contiguous(values, "values");
@@ -73,7 +74,7 @@ void sparse_matmul_py(const py::array& indptr, const py::array& indices, const p
               static_cast<int64_t>(values.size()), idx16, vt};
   py::gil_scoped_release nogil;
   sparse_matmul(w, static_cast<const float*>(x.data()), M, x_feature_major, data_of<float>(out), out_feature_major,
-                bias, nthreads);
+                bias, nthreads, gather_max_batch);
 }
 }  // namespace
 
@@ -81,9 +82,11 @@ void bind_sparse(py::module_& m) {
   m.def("sparse_matmul", &sparse_matmul_py, py::arg("indptr"), py::arg("indices"), py::arg("values"),
         py::arg("cols"), py::arg("x"), py::arg("x_feature_major"), py::arg("out"), py::arg("out_feature_major"),
         py::arg("bias") = py::none(), py::arg("scale") = py::none(), py::arg("nthreads") = 1,
+        py::arg("gather_max_batch") = -1,
         "out = x @ W^T (+ bias) for a CSR weight W (indptr int64; indices int16 = unsigned 16-bit or int32; values "
         "float32, uint16 bfloat16 bits, or int8 codes with a float32 scale per row: W[n, c] = scale[n] * code). x "
         "is float32 (M, cols), or (cols, M) when x_feature_major; out is float32 (M, rows), or (rows, M) when "
-        "out_feature_major.");
+        "out_feature_major. Batches of up to gather_max_batch samples use gather dot products, larger ones a tiled "
+        "AXPY (-1: the built-in crossover).");
 }
 }  // namespace fd

@@ -16,8 +16,10 @@
 namespace fd {
 namespace {
 
-// Rows of A one task multiplies with one panel: a multiple of every microkernel's row count (32, 6, 2, 1), small
-// enough that the block (kRowBlock x K bytes) stays in L2 while the panels stream past it.
+// Rows of A one task multiplies with one panel: a multiple of every microkernel's row count (AMX 32, VNNI and int16
+// widening 6, sign trick 4, scalar 1), small enough that the block (kRowBlock prepared rows of K to 2K bytes) stays
+// in L2 while the panels stream past it. A cache-size choice, not a measured one: any x86 or ARM core of the last
+// decade has the 256 KiB of L2 that a K = 1024 block and a panel take.
 constexpr int64_t kRowBlock = 96;
 static_assert(kRowBlock % 32 == 0, "row blocks hold whole AMX tiles");
 
@@ -28,18 +30,45 @@ constexpr int64_t kParallelRowsMinElems = 1 << 18;
 
 int row_threads(int64_t m, int64_t k, int nthreads) { return m * k >= kParallelRowsMinElems ? nthreads : 1; }
 
-// Rows of the u8 copy of A: whole 32-row tiles (zero rows past m) for AMX, which loads them; just m otherwise.
-int64_t a_rows(const Int8Leaves& leaf, int64_t m) {
-#if FD_X86
-  if (&leaf == &amx::leaves()) return padded_rows(m);
-#endif
-  return m;
-}
-
 std::atomic<bool> g_amx{true};
 
-void run_gemm(const Int8Leaves& leaf, const uint8_t* ua, int64_t lda, int64_t m, const int8_t* packed,
-              int64_t kgroups, int64_t n, const Int8Epilogue& e, int nthreads) {
+// The tier's leaves; an AVX-512 CPU without VNNI runs the avx2 tier's (the avx512 int8 unit is built for VNNI).
+const Int8Leaves& int8_leaves() {
+#if FD_X86
+  static const bool vnni = __builtin_cpu_supports("avx512vnni");
+  if (simd_level() == Simd::Avx512 && !vnni) return leaves<Int8Leaves>(Simd::Avx2);
+#endif
+  return leaves<Int8Leaves>();
+}
+
+// The GEMM for m rows of A times a B that holds -128 or not: at the avx512 tier AMX tiles where available (for
+// m >= kAmxMinRows), else the tier's kernels.
+const Int8Gemm& select_gemm([[maybe_unused]] int64_t m, bool b_has_min) {
+#if FD_X86
+  if (simd_level() == Simd::Avx512 && m >= kAmxMinRows && g_amx.load(std::memory_order_relaxed) && amx::available())
+    return amx::gemm();
+#endif
+  const Int8Leaves& leaf = int8_leaves();
+  return b_has_min ? leaf.exact : leaf.fast;
+}
+
+// The prepared copy of A: lda = 4 * kgroups elements per row; whole 32-row tiles (zero rows past m) for AMX, which
+// loads them, just m rows otherwise.
+struct PreparedA {
+  std::vector<uint8_t> bytes;
+  int64_t lda;
+  PreparedA(const Int8Gemm& gemm, int64_t m, int64_t kgroups) : lda(4 * kgroups) {
+#if FD_X86
+    if (&gemm == &amx::gemm()) m = padded_rows(m);
+#endif
+    bytes.resize(static_cast<size_t>(m * lda * gemm.a_elem));
+  }
+  void* row(const Int8Gemm& gemm, int64_t r) { return bytes.data() + r * lda * gemm.a_elem; }
+};
+
+void run_gemm(const Int8Gemm& gemm, const void* a, int64_t lda, int64_t m, const int8_t* packed, int64_t kgroups,
+              int64_t n, const Int8Epilogue& e, int nthreads) {
+  const int64_t a_row_bytes = lda * gemm.a_elem;
   const int64_t panels = n_panels(n);
   const int64_t tasks = (m + kRowBlock - 1) / kRowBlock * panels;
   // A few rows (M = 1 decoding): the same contiguous half of the weight on the same thread every call, so a weight
@@ -48,7 +77,7 @@ void run_gemm(const Int8Leaves& leaf, const uint8_t* ua, int64_t lda, int64_t m,
   if (m < kAmxMinRows) {
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t p = 0; p < panels; ++p)
-      leaf.gemm_panel(ua, lda, m, packed + p * kgroups * kGroupBytes, kgroups, 0, p * kPanel,
+      gemm.gemm_panel(a, lda, m, packed + p * kgroups * kGroupBytes, kgroups, 0, p * kPanel,
                       std::min(kPanel, n - p * kPanel), e);
     return;
   }
@@ -56,8 +85,8 @@ void run_gemm(const Int8Leaves& leaf, const uint8_t* ua, int64_t lda, int64_t m,
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t r0 = t / panels * kRowBlock, p = t % panels;
-    leaf.gemm_panel(ua + r0 * lda, lda, std::min(kRowBlock, m - r0), packed + p * kgroups * kGroupBytes, kgroups,
-                    r0, p * kPanel, std::min(kPanel, n - p * kPanel), e);
+    gemm.gemm_panel(static_cast<const char*>(a) + r0 * a_row_bytes, lda, std::min(kRowBlock, m - r0),
+                    packed + p * kgroups * kGroupBytes, kgroups, r0, p * kPanel, std::min(kPanel, n - p * kPanel), e);
   }
 }
 
@@ -68,7 +97,8 @@ void int8_pack(const int8_t* src, int64_t k, int64_t n, int64_t sk, int64_t sn, 
   if (k < 0 || n < 0 || sk < 0 || sn < 0) throw std::invalid_argument("b: expected non-negative sizes and strides");
   const int64_t kg = k_groups(k);
   const int64_t panels = n_panels(n);
-#pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
+  int has_min = 0;
+#pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static) reduction(| : has_min)
   for (int64_t p = 0; p < panels; ++p) {
     int8_t* pp = dst + p * kg * kGroupBytes;
     const int64_t c0 = p * kPanel, nc = std::min(kPanel, n - c0);
@@ -100,26 +130,26 @@ void int8_pack(const int8_t* src, int64_t k, int64_t n, int64_t sk, int64_t sn, 
       }
     }
     for (int64_t j = 0; j < kPanel; ++j) cp[c0 + j] = static_cast<int32_t>(sum[j] * 128u);
+    uint8_t lowest = 0;  // any byte 0x80 (-128) among the panel's
+    for (int64_t i = 0; i < kg * kGroupBytes; ++i) lowest |= static_cast<uint8_t>(pp[i]) == 0x80;
+    has_min |= lowest;
   }
+  std::fill(cp + panels * kPanel, cp + panels * kPanel + kCompTrailer, 0);
+  cp[panels * kPanel] = has_min;
 }
 
 void int8_gemm(const int8_t* a, int64_t m, int64_t k, const int8_t* pk, const int32_t* comp, int64_t n,
                int32_t* out, int nthreads) {
   if (m < 0 || k < 0 || n < 0) throw std::invalid_argument("int8_gemm: expected non-negative sizes");
   const int64_t kg = k_groups(k);
-  const auto* src = reinterpret_cast<const uint8_t*>(a);
-  const Int8Epilogue e{comp, out, nullptr, n, nullptr, nullptr, nullptr};
-  const Int8Leaves& leaf = int8_leaves(m);
-  nthreads = clamp_threads(nthreads);
   if (m == 0 || n == 0) return;
-  const int64_t lda = 4 * kg;
-  std::vector<uint8_t> ua(static_cast<size_t>(a_rows(leaf, m) * lda));
+  const Int8Gemm& gemm = select_gemm(m, int8_packed_has_min(comp, n));
+  const Int8Epilogue e{gemm.shifted ? comp : nullptr, out, nullptr, n, nullptr, nullptr, nullptr};
+  nthreads = clamp_threads(nthreads);
+  PreparedA ua(gemm, m, kg);
 #pragma omp parallel for num_threads(row_threads(m, k, nthreads)) schedule(static)
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t i = 0; i < k; ++i) ua[r * lda + i] = src[r * k + i] ^ 0x80;  // a + 128 as an unsigned byte
-    if (lda > k) std::memset(ua.data() + r * lda + k, 0, static_cast<size_t>(lda - k));  // (K = 0: no buffer)
-  }
-  run_gemm(leaf, ua.data(), lda, m, pk, kg, n, e, nthreads);
+  for (int64_t r = 0; r < m; ++r) gemm.prepare_row(a + r * k, k, ua.row(gemm, r), ua.lda);
+  run_gemm(gemm, ua.bytes.data(), ua.lda, m, pk, kg, n, e, nthreads);
 }
 
 void int8_linear(const void* xp, DType dt, int64_t m, int64_t k, const int8_t* pk, const int32_t* comp,
@@ -127,27 +157,34 @@ void int8_linear(const void* xp, DType dt, int64_t m, int64_t k, const int8_t* p
   if (dt == DType::F16) throw std::invalid_argument("x: expected float32 or bfloat16, got float16");
   if (m < 0 || k < 0 || n < 0) throw std::invalid_argument("int8_linear: expected non-negative sizes");
   const int64_t kg = k_groups(k);
-  const Int8Leaves& leaf = int8_leaves(m);
-  nthreads = clamp_threads(nthreads);
   if (m == 0 || n == 0) return;
-  const int64_t lda = 4 * kg, esz = dt == DType::F32 ? 4 : 2;
-  std::vector<uint8_t> ua(static_cast<size_t>(a_rows(leaf, m) * lda));
+  const Int8Gemm& gemm = select_gemm(m, int8_packed_has_min(comp, n));
+  const auto quantize_row = int8_leaves().quantize_row;
+  nthreads = clamp_threads(nthreads);
+  PreparedA ua(gemm, m, kg);
   std::vector<float> rs(static_cast<size_t>(m));
-#pragma omp parallel for num_threads(row_threads(m, k, nthreads)) schedule(static)
-  for (int64_t r = 0; r < m; ++r)
-    leaf.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, ua.data() + r * lda, lda, nullptr,
-                       rs.data() + r);
-  const Int8Epilogue e{comp, nullptr, out, n, rs.data(), wscale, bp};
-  run_gemm(leaf, ua.data(), lda, m, pk, kg, n, e, nthreads);
+  const int64_t esz = dtype_size(dt);
+#pragma omp parallel num_threads(row_threads(m, k, nthreads))
+  {
+    // codes go straight into their prepared row where the form starts with them, else through a row of codes
+    std::vector<int8_t> codes(gemm.in_place ? 0 : static_cast<size_t>(k));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < m; ++r) {
+      int8_t* q = gemm.in_place ? static_cast<int8_t*>(ua.row(gemm, r)) : codes.data();
+      quantize_row(static_cast<const char*>(xp) + r * k * esz, dt, k, q, rs.data() + r);
+      gemm.prepare_row(q, k, ua.row(gemm, r), ua.lda);
+    }
+  }
+  const Int8Epilogue e{gemm.shifted ? comp : nullptr, nullptr, out, n, rs.data(), wscale, bp};
+  run_gemm(gemm, ua.bytes.data(), ua.lda, m, pk, kg, n, e, nthreads);
 }
 
 void int8_quantize_rows(const void* xp, DType dt, int64_t m, int64_t k, int8_t* qp, float* sp, int nthreads) {
   if (dt == DType::F16) throw std::invalid_argument("x: expected float32 or bfloat16, got float16");
-  const Int8Leaves& leaf = int8_leaves(0);  // quantize_rows only: the same leaf at every row count
-  const int64_t esz = dt == DType::F32 ? 4 : 2;
+  const auto quantize_row = int8_leaves().quantize_row;
+  const int64_t esz = dtype_size(dt);
 #pragma omp parallel for num_threads(row_threads(m, k, clamp_threads(nthreads))) schedule(static)
-  for (int64_t r = 0; r < m; ++r)
-    leaf.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, nullptr, 0, qp + r * k, sp + r);
+  for (int64_t r = 0; r < m; ++r) quantize_row(static_cast<const char*>(xp) + r * k * esz, dt, k, qp + r * k, sp + r);
 }
 
 void int8_dequantize(const int32_t* cp, int64_t m, int64_t n, const float* rs, const float* cs, const float* bp,
@@ -162,23 +199,14 @@ void int8_dequantize(const int32_t* cp, int64_t m, int64_t n, const float* rs, c
 
 void int8_set_amx(bool enabled) { g_amx.store(enabled, std::memory_order_relaxed); }
 
+const char* int8_kernel_name(int64_t m, bool b_has_min) { return select_gemm(m, b_has_min).name; }
+
 bool int8_amx_in_use(int64_t m) {
 #if FD_X86
-  return &int8_leaves(m) == &amx::leaves();
+  return &select_gemm(m, false) == &amx::gemm();
 #else
   (void)m;
   return false;
 #endif
-}
-
-const Int8Leaves& int8_leaves(int64_t m) {
-#if FD_X86
-  if (simd_level() == Simd::Avx512) {
-    if (m >= kAmxMinRows && g_amx.load(std::memory_order_relaxed) && amx::available()) return amx::leaves();
-    static const bool vnni = __builtin_cpu_supports("avx512vnni");
-    if (!vnni) return leaves<Int8Leaves>(Simd::Avx2);
-  }
-#endif
-  return leaves<Int8Leaves>();
 }
 }  // namespace fd

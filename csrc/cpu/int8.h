@@ -18,12 +18,16 @@ inline int64_t k_groups(int64_t k) { return (k + 63) / 64 * 16; }
 // Rows of A the GEMM may read: whole 32-row AMX tiles (the buffers' extra rows are zero).
 inline int64_t padded_rows(int64_t m) { return (m + 31) / 32 * 32; }
 inline int64_t n_panels(int64_t n) { return (n + kPanel - 1) / kPanel; }
-// Sizes of the packed weight (bytes) and of its compensation vector (int32) for a K x N matrix.
+// Sizes of the packed weight (bytes) and of its compensation vector (int32) for a K x N matrix. The vector holds
+// n_panels(n) * kPanel column entries, then kCompTrailer entries of facts about B found while packing.
+constexpr int64_t kCompTrailer = 16;
 inline int64_t int8_packed_bytes(int64_t k, int64_t n) { return n_panels(n) * k_groups(k) * kGroupBytes; }
-inline int64_t int8_comp_size(int64_t n) { return n_panels(n) * kPanel; }
+inline int64_t int8_comp_size(int64_t n) { return n_panels(n) * kPanel + kCompTrailer; }
+// Whether the packed B holds -128 (the sign-trick kernels need B within [-127, 127]).
+inline bool int8_packed_has_min(const int32_t* comp, int64_t n) { return comp[n_panels(n) * kPanel] != 0; }
 
-// Packs b (K x N int8, element (i, j) at b[i * sk + j * sn], strides >= 0) into `packed` and the shift compensation
-// comp[j] = 128 * sum_i b[i, j].
+// Packs b (K x N int8, element (i, j) at b[i * sk + j * sn], strides >= 0) into `packed`, and comp: the shift
+// compensation comp[j] = 128 * sum_i b[i, j], then the trailer (whether b holds -128).
 void int8_pack(const int8_t* b, int64_t k, int64_t n, int64_t sk, int64_t sn, int8_t* packed, int32_t* comp,
                int nthreads);
 
@@ -50,5 +54,7 @@ constexpr int64_t kAmxMinRows = 8;
 
 void int8_set_amx(bool enabled);     // allow (default) or forbid the AMX kernel at the avx512 tier (tests, benches)
 bool int8_amx_in_use(int64_t m);      // whether a GEMM of m rows runs on AMX tiles now
+// Name of the microkernel a GEMM of m rows runs now, for a B that holds -128 or not (avx2-sign, avx2-widen, ...).
+const char* int8_kernel_name(int64_t m, bool b_has_min);
 
 }  // namespace fd

@@ -1,15 +1,17 @@
-// int8 GEMM leaves: the epilogue a leaf applies to each output tile and the table of per-tier leaves (defined by
-// int8_kernels.h, compiled once per SIMD tier; see core.h), plus the AMX kernel of the avx512 tier.
+// int8 GEMM leaves: the epilogue a leaf applies to each output tile, the GEMM microkernel families with the form of
+// A each reads, and the table of per-tier leaves (defined by int8_kernels.h, compiled once per SIMD tier; see
+// core.h), plus the AMX kernel of the avx512 tier.
 #pragma once
 #include "cpu/int8.h"
 
 namespace fd {
-// A arrives as unsigned bytes a + 128 (what vpdpbusd multiplies), with a row stride that is a multiple of 4 and a
-// zero tail. comp[n] = 128 * sum_k B[k][n] removes the shift: sum_k a*b = sum_k (a+128)*b - comp[n]. All sums are
-// int32 and wrap modulo 2^32, so the result is exact whenever the true product fits in int32.
+// A arrives prepared for the microkernel (Int8Gemm::prepare_row): int8, int16, or unsigned bytes a + 128 (what
+// vpdpbusd multiplies; then comp[n] = 128 * sum_k B[k][n] removes the shift: sum_k a*b = sum_k (a+128)*b - comp[n]),
+// rows of stride lda elements with a zero tail. All sums are int32 and wrap modulo 2^32, so the result is exact
+// whenever the true product fits in int32.
 //
 // The epilogue turns a tile of int32 sums into the output: int32 (int8_mm) or, when out_f32 is set,
-// float(sum) * row_scale[m] * col_scale[n] + bias[n] (int8_linear; bias may be null).
+// float(sum) * row_scale[m] * col_scale[n] + bias[n] (int8_linear; bias may be null). comp is null for unshifted A.
 struct Int8Epilogue {
   const int32_t* comp;
   int32_t* out_i32;
@@ -20,17 +22,27 @@ struct Int8Epilogue {
   const float* bias;
 };
 
+// One GEMM microkernel family and the form of A it reads.
+struct Int8Gemm {
+  const char* name;
+  int64_t a_elem;  // bytes of prepared A per element of A (a row takes lda * a_elem bytes)
+  bool shifted;    // A holds a + 128 (u8) and the sums need comp
+  bool in_place;   // the prepared row starts with the codes themselves: prepare_row may run with dst == a
+  // k int8 values of one row of A -> the prepared row at dst (lda elements, zeros past k).
+  void (*prepare_row)(const int8_t* a, int64_t k, void* dst, int64_t lda);
+  // Rows [0, rows) of prepared A (stride lda elements) times one panel (kgroups groups): output rows row0..,
+  // columns col0 .. col0 + ncols (ncols <= kPanel).
+  void (*gemm_panel)(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
+                     int64_t col0, int64_t ncols, const Int8Epilogue& e);
+};
+
 struct Int8Leaves {
-  // Rows [0, rows) of A (u8, stride lda) times one panel (kgroups groups): output rows row0.., columns col0 ..
-  // col0 + ncols (ncols <= kPanel).
-  void (*gemm_panel)(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups,
-                     int64_t row0, int64_t col0, int64_t ncols, const Int8Epilogue& e);
-  // Symmetric per-row quantization of x (rows x k, fp32 or bf16 bits): scale = absmax / 127,
-  // q = clamp(round_half_even(x / scale), -127, 127) (0 where scale is 0). Writes q + 128 as bytes to ua (stride lda,
-  // zero tail up to lda) when ua is set, else q to sa (stride k); the scales to scales.
-  void (*quantize_rows)(const void* x, DType dt, int64_t rows, int64_t k, uint8_t* ua, int64_t lda, int8_t* sa,
-                        float* scales);
-  // Tile (mr x kPanel int32 sums, before the shift compensation) -> output through the epilogue.
+  Int8Gemm fast;   // for B within [-127, 127] (every symmetric weight; int8_mm where the pack saw no -128)
+  Int8Gemm exact;  // for any B (the same family where `fast` is exact for -128 too)
+  // Symmetric quantization of one row x (k fp32 or bf16 bits): scale = absmax / 127,
+  // q = clamp(round_half_even(x / scale), -127, 127) (0 where scale is 0).
+  void (*quantize_row)(const void* x, DType dt, int64_t k, int8_t* q, float* scale);
+  // Tile (mr x kPanel int32 sums) -> output through the epilogue.
   void (*store_tile)(const int32_t* tile, int64_t mr, int64_t row0, int64_t col0, int64_t ncols,
                      const Int8Epilogue& e);
 };
@@ -39,12 +51,8 @@ FD_DECLARE_TIER_LEAVES(Int8Leaves)
 
 #if FD_X86
 namespace amx {
-bool available();  // CPU has AMX-INT8 and the OS granted this process the tile state
-const Int8Leaves& leaves();  // the AMX GEMM with the avx512 tier's quantization and store
+bool available();          // CPU has AMX-INT8 and the OS granted this process the tile state
+const Int8Gemm& gemm();    // tdpbusd tiles; A as the avx512 tier prepares it, padded to whole 32-row tiles
 }  // namespace amx
 #endif
-
-// The leaves for a GEMM of m rows at the tier in use: at avx512, AMX tiles where available (m >= kAmxMinRows), else
-// VNNI (vpdpbusd), and on an AVX-512 CPU without VNNI the avx2 leaves.
-const Int8Leaves& int8_leaves(int64_t m);
 }  // namespace fd

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -124,11 +125,25 @@ Selection select_kth(const std::vector<Source>& srcs, const std::vector<Chunk>& 
 // which is bound by scattered increments, not bandwidth) with one compare pass. Returns false - and the caller
 // runs the plain histogram selection - when the bracket misses the k-th key, overflows its buffers (heavy ties),
 // or meets a NaN; the result never depends on the sample, only the speed does.
+//
+// Keys equal to an end of the bracket are counted, not copied: re-pruning a tensor whose zeros fill the low end of
+// the bracket copies no zeros (they overflowed the buffer and sent every re-prune to the histogram passes).
+// With `marks`, the pass also writes every source's mask provisionally (key >= the bracket's low end) and keeps the
+// bracketed keys' indices (ends included: their flags may change) in *marks: fix_marks() then settles those few
+// flags, and no second pass is needed. On a false return the masks are half-written and the caller's full write
+// pass rewrites them.
 constexpr int64_t kSample = 16384;
 constexpr int64_t kSampleMin = 1 << 20;  // below this the histogram passes are cheap enough
 
+// Bracketed keys per chunk (uninitialized buffers: only the few candidates are written; zero-filled vectors cost a
+// memset and a page fault per 4 KiB of a buffer sized for the worst case), with their indices in the chunk.
+struct Candidates {
+  std::vector<std::unique_ptr<uint32_t[]>> keys, idx;
+  std::vector<int64_t> count;
+};
+
 bool select_by_sample(const std::vector<Source>& srcs, const std::vector<Chunk>& chunks, int64_t k, int64_t total,
-                      int nthreads, const PruneLeaves& leaf, Selection* out) {
+                      int nthreads, const PruneLeaves& leaf, Selection* out, Candidates* marks) {
   const int64_t stride = total / kSample;
   std::vector<uint32_t> sample;
   sample.reserve(kSample + srcs.size());
@@ -158,28 +173,53 @@ bool select_by_sample(const std::vector<Source>& srcs, const std::vector<Chunk>&
   const double window = static_cast<double>(std::min<int64_t>(r_hi, sample.size()) - std::max<int64_t>(r_lo, 0) +
                                             1) / m;
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
-  std::vector<std::vector<uint32_t>> bufs(nchunks);
-  std::vector<int64_t> below(nchunks, 0), nans(nchunks, 0), got(nchunks, 0);
+  Candidates local;
+  Candidates& cands = marks ? *marks : local;
+  cands.keys.resize(nchunks);
+  cands.idx.resize(marks ? nchunks : 0);
+  cands.count.assign(nchunks, 0);
+  std::vector<CollectCounts> counts(nchunks);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t len = chunks[c].end - chunks[c].begin;
+    const Chunk& ch = chunks[c];
+    const Source& s = srcs[ch.src];
+    const int64_t len = ch.end - ch.begin;
     const int64_t cap = static_cast<int64_t>(2.0 * window * static_cast<double>(len)) + 4096;
-    bufs[c].resize(cap);
-    got[c] = leaf.collect(chunk_ptr(srcs, chunks[c]), len, srcs[chunks[c].src].dtype, lo, hi, bufs[c].data(), cap,
-                          &below[c], &nans[c]);
+    cands.keys[c].reset(new uint32_t[cap]);
+    if (marks) cands.idx[c].reset(new uint32_t[cap]);
+    cands.count[c] = leaf.collect(chunk_ptr(srcs, ch), len, s.dtype, lo, hi, cands.keys[c].get(),
+                                  marks ? cands.idx[c].get() : nullptr, cap, &counts[c],
+                                  marks ? s.mask + ch.begin : nullptr);
   }
-  int64_t n_below = 0, n_in = 0;
+  CollectCounts sum{};
+  int64_t n_in = 0;  // copied keys
   for (int64_t c = 0; c < nchunks; ++c) {
-    if (got[c] < 0 || nans[c]) return false;
-    n_below += below[c];
-    n_in += got[c];
+    if (cands.count[c] < 0 || counts[c].nans) return false;
+    sum.below += counts[c].below;
+    sum.at_lo += counts[c].at_lo;
+    sum.at_hi += counts[c].at_hi;
+    n_in += cands.count[c];
   }
-  if (!(n_below < k && k <= n_below + n_in)) return false;
+  // Without marks the bracket's end values were counted, not copied: the k-th key may be one of them.
+  int64_t below_in = sum.below;  // keys below the copied ones
+  if (!marks) {
+    if (sum.below < k && k <= sum.below + sum.at_lo) {
+      *out = {lo, sum.below, sum.at_lo};
+      return true;
+    }
+    below_in += sum.at_lo;
+    const int64_t at_hi = lo == hi ? 0 : sum.at_hi;
+    if (below_in + n_in < k && k <= below_in + n_in + at_hi) {
+      *out = {hi, below_in + n_in, at_hi};
+      return true;
+    }
+  }
+  if (!(below_in < k && k <= below_in + n_in)) return false;
   std::vector<Source> cand;
-  for (int64_t c = 0; c < nchunks; ++c)
-    cand.push_back({reinterpret_cast<char*>(bufs[c].data()), got[c], DType::F32, nullptr});  // keys are fp32 bits
-  const Selection inner = select_kth(cand, make_chunks(cand, nthreads), k - n_below, nthreads, leaf);
-  *out = {inner.key, n_below + inner.less, inner.equal};
+  for (int64_t c = 0; c < nchunks; ++c)  // keys are fp32 bit patterns
+    cand.push_back({reinterpret_cast<char*>(cands.keys[c].get()), cands.count[c], DType::F32, nullptr});
+  const Selection inner = select_kth(cand, make_chunks(cand, nthreads), k - below_in, nthreads, leaf);
+  *out = {inner.key, below_in + inner.less, inner.equal};
   return true;
 }
 
@@ -187,8 +227,41 @@ bool select_by_sample(const std::vector<Source>& srcs, const std::vector<Chunk>&
 Selection select(const std::vector<Source>& srcs, const std::vector<Chunk>& chunks, int64_t k, int64_t total,
                  int nthreads, const PruneLeaves& leaf) {
   Selection sel;
-  if (total >= kSampleMin && select_by_sample(srcs, chunks, k, total, nthreads, leaf, &sel)) return sel;
+  if (total >= kSampleMin && select_by_sample(srcs, chunks, k, total, nthreads, leaf, &sel, nullptr)) return sel;
   return select_kth(srcs, chunks, k, nthreads, leaf);
+}
+
+// How many of the keys equal to the threshold (the ties) each chunk prunes: the first plan.tie_prune in order.
+std::vector<int64_t> tie_shares(const std::vector<int64_t>& ties, int64_t tie_prune) {
+  std::vector<int64_t> take(ties.size(), 0);
+  for (size_t c = 0; c < ties.size() && tie_prune > 0; ++c) {
+    take[c] = std::min(ties[c], tie_prune);
+    tie_prune -= take[c];
+  }
+  return take;
+}
+
+// Settles the provisional masks of select_by_sample: each bracketed element keeps key >= plan.lo, and the first
+// plan.tie_prune elements with key == plan.lo (in order) are pruned.
+void fix_marks(const std::vector<Source>& srcs, const std::vector<Chunk>& chunks, const Candidates& cands,
+               const MaskPlan& plan, int nthreads) {
+  const int64_t nchunks = static_cast<int64_t>(chunks.size());
+  std::vector<int64_t> ties(nchunks, 0);
+  if (plan.tie_prune > 0)
+    for (int64_t c = 0; c < nchunks; ++c)
+      for (int64_t t = 0; t < cands.count[c]; ++t) ties[c] += cands.keys[c][t] == plan.lo;
+  const std::vector<int64_t> take = tie_shares(ties, plan.tie_prune);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t c = 0; c < nchunks; ++c) {
+    uint8_t* mask = srcs[chunks[c].src].mask + chunks[c].begin;
+    int64_t left = take[c];
+    for (int64_t t = 0; t < cands.count[c]; ++t) {
+      const uint32_t key = cands.keys[c][t];
+      const bool tie = key == plan.lo && left > 0;
+      left -= tie;
+      mask[cands.idx[c][t]] = key >= plan.lo && !tie;
+    }
+  }
 }
 
 }  // namespace
@@ -204,6 +277,13 @@ Selection magnitude_prune(const std::vector<PruneArray>& srcs, int64_t k, bool w
   const PruneLeaves& leaf = leaves<PruneLeaves>();
   Selection sel;
   const auto chunks = make_chunks(srcs, nthreads);
+  if (write_masks && !inplace && k > 0 && k < total && total >= kSampleMin) {
+    Candidates marks;  // masks written by the selection pass itself, then a few flags fixed
+    if (select_by_sample(srcs, chunks, k, total, nthreads, leaf, &sel, &marks)) {
+      fix_marks(srcs, chunks, marks, plan_mask(k, total, sel), nthreads);
+      return sel;
+    }
+  }
   if (k == 0 || k == total) {
     raise_if_nan(count_nans(srcs, chunks, nthreads, leaf));
     if (k == total && total > 0) sel = select(srcs, chunks, k, total, nthreads, leaf);  // threshold: largest key
@@ -224,12 +304,7 @@ Selection magnitude_prune(const std::vector<PruneArray>& srcs, int64_t k, bool w
                                 s.mask ? s.mask + ch.begin : nullptr, inplace);
     }
     if (tie_prune > 0) {
-      std::vector<int64_t> take(nchunks, 0);
-      int64_t remaining = tie_prune;
-      for (int64_t c = 0; c < nchunks && remaining > 0; ++c) {
-        take[c] = std::min(ties[c], remaining);
-        remaining -= take[c];
-      }
+      const std::vector<int64_t> take = tie_shares(ties, tie_prune);
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
       for (int64_t c = 0; c < nchunks; ++c)
         if (take[c] > 0) {
@@ -253,12 +328,12 @@ void nm_mask(const void* src, DType dt, int64_t size, int64_t n, int64_t m, uint
   const int64_t per = std::max<int64_t>(1, kMinChunk / m);
   const int64_t nblocks = (groups + per - 1) / per;
   const int64_t esz = dtype_size(dt);
-  const std::vector<Source> whole{{static_cast<char*>(const_cast<void*>(src)), size, dt, nullptr}};
-  raise_if_nan(count_nans(whole, make_chunks(whole, nthreads), nthreads, leaf));
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+  int64_t nans = 0;  // counted by the mask pass itself: no separate read pass
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : nans)
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t g0 = b * per, g1 = std::min(groups, g0 + per);
-    leaf.nm_mask(static_cast<const char*>(src) + g0 * m * esz, g1 - g0, m, n, dt, out + g0 * m);
+    nans += leaf.nm_mask(static_cast<const char*>(src) + g0 * m * esz, g1 - g0, m, n, dt, out + g0 * m);
   }
+  raise_if_nan(nans);
 }
 }  // namespace fd

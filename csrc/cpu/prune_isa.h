@@ -8,15 +8,23 @@ namespace fd {
 constexpr int kHiBins = 1 << 15;
 constexpr int kLoBins = 1 << 16;
 
+// What the bracketing read pass counts (see collect in prune_kernels.h).
+struct CollectCounts {
+  int64_t below, at_lo, at_hi, nans;  // keys < lo, == lo, == hi; NaNs
+};
+
 struct PruneLeaves {
   void (*hist_hi)(const void*, int64_t, DType, uint32_t*);
   void (*hist_lo)(const void*, int64_t, DType, uint32_t, uint32_t*);
   int64_t (*count_nan)(const void*, int64_t, DType);
   int64_t (*write_mask)(void*, int64_t, DType, uint32_t, uint8_t*, bool);
   void (*prune_ties)(void*, int64_t, DType, uint32_t, int64_t, uint8_t*, bool);
-  void (*nm_mask)(const void*, int64_t, int64_t, int64_t, DType, uint8_t*);
+  int64_t (*nm_mask)(const void*, int64_t, int64_t, int64_t, DType, uint8_t*);  // returns the NaN count
   void (*sample_keys)(const void*, int64_t, int64_t, DType, uint32_t*);
-  int64_t (*collect)(const void*, int64_t, DType, uint32_t, uint32_t, uint32_t*, int64_t, int64_t*, int64_t*);
+  // keys in (lo, hi) -> out, or with mask set: keys in [lo, hi] -> out, their indices -> idx, provisional
+  // keep-flags key >= lo -> mask
+  int64_t (*collect)(const void*, int64_t, DType, uint32_t lo, uint32_t hi, uint32_t* out, uint32_t* idx, int64_t cap,
+                     CollectCounts* counts, uint8_t* mask);
 };
 
 FD_DECLARE_TIER_LEAVES(PruneLeaves)

@@ -70,7 +70,8 @@ const char* simd_name(Simd s) {
 
 void set_simd_level(const std::string& name) {
   Simd want;
-  if (!parse(name, &want)) throw std::invalid_argument("level: expected 'scalar', 'avx2' or 'avx512', got '" + name + "'");
+  if (!parse(name, &want))
+    throw std::invalid_argument("level: expected 'scalar', 'avx2' or 'avx512', got '" + name + "'");
   if (static_cast<int>(want) > static_cast<int>(detected_simd_level()))
     throw std::invalid_argument("level: this CPU supports at most '" + std::string(simd_name(detected_simd_level())) +
                                 "', cannot use '" + name + "'");

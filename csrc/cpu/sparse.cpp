@@ -17,7 +17,8 @@ namespace fd {
 namespace {
 
 // Up to this batch size gather dot products (one per sample, sharing nothing) beat the tiled AXPY; measured on
-// AVX-512, 4096x4096 at 0.9 sparsity, one thread: M = 1 0.68 vs 1.6 ms, M = 2 1.07 vs 1.65, M = 4 2.3 vs 1.65.
+// AVX-512, 4096x4096 at 0.9 sparsity, one thread: M = 1 0.68 vs 1.6 ms, M = 2 1.07 vs 1.65, M = 4 2.3 vs 1.65. The
+// crossover follows the CPU's gather throughput: callers that measured it pass their own (the native backend does).
 constexpr int64_t kGatherMaxBatch = 3;
 
 struct FloatBuffer {
@@ -61,7 +62,8 @@ void check_indptr(const int64_t* indptr, int64_t rows, int64_t nnz) {
 }  // namespace
 
 void sparse_matmul(const Csr& w, const float* xd, int64_t M, bool x_feature_major, float* od,
-                   bool out_feature_major, const float* bias, int nthreads) {
+                   bool out_feature_major, const float* bias, int nthreads, int64_t gather_max_batch) {
+  if (gather_max_batch < 0) gather_max_batch = kGatherMaxBatch;
   const int64_t rows = w.rows, cols = w.cols;
   const int64_t* ip = w.indptr;
   check_indptr(ip, rows, w.nnz);
@@ -74,7 +76,7 @@ void sparse_matmul(const Csr& w, const float* xd, int64_t M, bool x_feature_majo
   {
     const int parts = static_cast<int>(std::min<int64_t>(nthreads, rows));
     const auto bounds = balanced_rows(ip, rows, parts);
-    if (M <= kGatherMaxBatch) {
+    if (M <= gather_max_batch) {
       // gather wants sample-major x; a feature-major x of a few samples is transposed (M * cols floats).
       std::unique_ptr<FloatBuffer> packed;
       if (x_feature_major && M > 1) {

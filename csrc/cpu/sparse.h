@@ -7,9 +7,10 @@ namespace fd {
 
 // out = x @ W^T (+ bias) for the CSR weight w (rows = output features). x holds M samples of w.cols features,
 // sample-major (M, cols) or feature-major (cols, M); out is (M, rows) or, when out_feature_major, (rows, M).
-// Throws for a malformed indptr (not starting at 0, decreasing, not ending at the number of values) or a column
-// index outside [0, cols).
+// Batches of up to gather_max_batch samples run per-sample gather dot products, larger ones the tiled AXPY
+// (negative: the built-in crossover, measured on one AVX-512 CPU). Throws for a malformed indptr (not starting at 0,
+// decreasing, not ending at the number of values) or a column index outside [0, cols).
 void sparse_matmul(const Csr& w, const float* x, int64_t M, bool x_feature_major, float* out,
-                   bool out_feature_major, const float* bias, int nthreads);
+                   bool out_feature_major, const float* bias, int nthreads, int64_t gather_max_batch = -1);
 
 }  // namespace fd

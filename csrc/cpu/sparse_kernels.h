@@ -167,6 +167,7 @@ static bool gather_rows_t(const Csr& w, const float* x, int64_t M, const float* 
 // contiguous run (a cache line) instead of one float per row: a column of a (256, 4096) output touches 256 pages,
 // more than the DTLB holds.
 constexpr int64_t kRowGroup = 16;
+constexpr int64_t kValBlock = 256;  // nonzeros whose bf16 / int8 values tile_rows converts to fp32 at once
 
 template <int NV, bool I16, Val V>
 static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const float* bias, OutView out, int64_t r0,
@@ -178,6 +179,7 @@ static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const flo
   const uint32_t last = static_cast<uint32_t>(w.cols - 1);
   uint32_t maxc = 0;
   alignas(64) float buf[kRowGroup][MT];
+  alignas(64) float vals[kValBlock];
   const bool direct = out.om == 1 && mcount == MT;  // output rows are contiguous tiles: store registers as they are
   for (int64_t g = r0; g < r1; g += kRowGroup) {
     const int64_t g1 = std::min(r1, g + kRowGroup);
@@ -185,18 +187,30 @@ static bool tile_rows_t(const Csr& w, const float* xp, int64_t mcount, const flo
       VF acc[U][NV];
       for (int u = 0; u < U; ++u)
         for (int v = 0; v < NV; ++v) acc[u][v] = vzero();
-      auto axpy = [&](int u, int64_t j) {
+      // vals[t]: the value of nonzero j0 + t as fp32
+      auto axpy = [&](int u, int64_t j, float val) {
         const uint32_t c = col_at<I16>(w.indices, j);
         maxc = std::max(maxc, c);
         const float* xr = xp + static_cast<int64_t>(std::min(c, last)) * MT;
-        const VF wv = vset1(val_at<V>(w.values, j));
+        const VF wv = vset1(val);
         for (int v = 0; v < NV; ++v) acc[u][v] = vfma(wv, vload(xr + v * kLanes), acc[u][v]);
       };
-      const int64_t e = w.indptr[n + 1];
-      int64_t j = w.indptr[n];
-      for (; j + U <= e; j += U)
-        for (int u = 0; u < U; ++u) axpy(u, j + u);
-      for (; j < e; ++j) axpy(0, j);
+      auto run = [&](int64_t j0, int64_t e0, const float* vals) {
+        int64_t j = j0;
+        for (; j + U <= e0; j += U)
+          for (int u = 0; u < U; ++u) axpy(u, j + u, vals[j + u - j0]);
+        for (; j < e0; ++j) axpy(0, j, vals[j - j0]);
+      };
+      const int64_t b = w.indptr[n], e = w.indptr[n + 1];
+      if constexpr (V == Val::F32) {
+        run(b, e, static_cast<const float*>(w.values) + b);
+      } else {  // bf16 / int8 values converted a block at a time by one vectorized loop, not one by one per nonzero
+        for (int64_t j0 = b; j0 < e; j0 += kValBlock) {
+          const int64_t e0 = std::min(e, j0 + kValBlock);
+          for (int64_t j = j0; j < e0; ++j) vals[j - j0] = val_at<V>(w.values, j);
+          run(j0, e0, vals);
+        }
+      }
       const VF init = bias ? vset1(bias[n]) : vzero();
       float* dst = direct ? out.data + n * out.on : buf[n - g];
       for (int v = 0; v < NV; ++v) {

@@ -32,7 +32,7 @@ def prune_suite(quick: bool) -> Iterator[Row]:
         ours = lambda: fd.magnitude_mask(w, sp)  # noqa: E731
         yield compare("prune", label, ours, lambda: _l1_unstructured(w, sp), ours_name="magnitude_mask",
                       peer_name="prune.l1_unstructured", floor=floor, floor_name="abs(out=)", repeat=3 if n > 4e6 else 6,
-                      target=">=100x peer, <=4x floor")
+                      target=">=100x peer, <=1.6x floor")
         k = round(sp * n)
         yield compare("prune", label, ours, lambda: np.partition(np.abs(wn).reshape(-1), k - 1), ours_name="magnitude_mask",
                       peer_name="np.partition(|w|)", target=">=10x peer")
@@ -41,9 +41,9 @@ def prune_suite(quick: bool) -> Iterator[Row]:
         wc = w.clone()
         yield compare("prune", label, lambda: fd.prune_(wc, sp), lambda: wc.masked_fill_(wc.abs() <= 0.0, 0),
                       ours_name="prune_ (in place)", peer_name="abs+compare+masked_fill_ (no selection)", floor=floor,
-                      floor_name="abs(out=)")
+                      floor_name="abs(out=)", target="<=2.5x floor")
         yield compare("prune", label, lambda: fd.nm_mask(w, 2, 4),
                       lambda: torch.zeros(n // 4, 4, dtype=torch.bool).scatter_(
                           1, w.abs().reshape(-1, 4).topk(2, dim=1).indices, True),
                       ours_name="nm_mask 2:4", peer_name="topk(2) per group + scatter", floor=floor,
-                      floor_name="abs(out=)")
+                      floor_name="abs(out=)", target="<=2.5x floor")

@@ -49,10 +49,11 @@ bool available() {
   return ok;
 }
 
-static void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
+static void gemm_panel(const void* av, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                 int64_t col0, int64_t ncols, const Int8Epilogue& e) {
   static const TileConfig config = make_config();
   static const auto store_tile = tier_leaves<Int8Leaves, Simd::Avx512>().store_tile;
+  const auto* a = static_cast<const uint8_t*>(av);
   _tile_loadconfig(&config);
   alignas(64) int32_t tile[kTileRows * kPanel];
   const int64_t ktiles = kgroups / 16;
@@ -87,9 +88,8 @@ static void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t
   _tile_release();
 }
 
-const Int8Leaves& leaves() {
-  static const Int8Leaves t{gemm_panel, tier_leaves<Int8Leaves, Simd::Avx512>().quantize_rows,
-                            tier_leaves<Int8Leaves, Simd::Avx512>().store_tile};
+const Int8Gemm& gemm() {
+  static const Int8Gemm t{"amx", 1, true, true, tier_leaves<Int8Leaves, Simd::Avx512>().fast.prepare_row, gemm_panel};
   return t;
 }
 }  // namespace amx
