@@ -233,7 +233,7 @@ def test_opcheck(backend, gen, reduction):
     t = logits((4, 3, 33), gen, dtype).to(backend)
     y = targets((4, 3, 33), 33, gen).to(backend)
     for divergence, target in (("kl", y), ("jsd", None)):
-        args = (s, t, target, 2.0, 0.5, divergence, 0.5, -100, reduction, False, True)
+        args = (s, t, target, 2.0, 0.5, divergence, 0.5, -100, reduction, False, "none", True)
         torch.library.opcheck(_ops.kd_loss, args)
 
 
@@ -314,4 +314,4 @@ def test_op_rejects_out_of_range_targets_on_every_backend(backend, gen):
     for bad in (10, -3):
         y = torch.tensor([1, bad, 2, -100], device=backend)
         with pytest.raises((ValueError, RuntimeError), match="target|index|out of"):
-            _ops.kd_loss(s, t, y, 2.0, 0.5, "kl", 0.5, -100, "sum", False, True)
+            _ops.kd_loss(s, t, y, 2.0, 0.5, "kl", 0.5, -100, "sum", False, "none", True)

@@ -21,10 +21,16 @@ def _supports(student: Tensor, teacher: Optional[Tensor], *args) -> Optional[str
     return None
 
 
-@register_kernel("kd_loss", "native", supports=_supports)
+def _supports_dense(student: Tensor, teacher: Optional[Tensor], *args) -> Optional[str]:
+    if args[-2] != "none":
+        return f"weighting {args[-2]!r} not supported"
+    return _supports(student, teacher)
+
+
+@register_kernel("kd_loss", "native", supports=_supports_dense)
 def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, scale: float, teacher_log_probs: bool,
-            compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+            weighting: str, compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
     row_loss = torch.empty(student.shape[0], dtype=torch.float32)
     grad = torch.empty(student.shape, dtype=student.dtype) if compute_grad else None
     _C.kd_loss(float_array(student), None if teacher is None else float_array(teacher),
