@@ -33,9 +33,9 @@ _DEFAULT_ORDER: Tuple[str, ...] = ("python",)
 
 # Modules whose import registers each backend's kernels (imported lazily, on first dispatch to that backend).
 _KERNEL_MODULES: Dict[str, Tuple[str, ...]] = {
-    "python": ("fastdistill.backends.reference",),
+    "python": ("fastdistill.backends.python",),
     "native": ("fastdistill.backends.native",),
-    "numba": ("fastdistill.backends.numba_cpu",),
+    "numba": ("fastdistill.backends.numba",),
     "cuda": ("fastdistill.backends.cuda",),
 }
 

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 from ._dispatch import dispatch
+from .formats.codes import code_dtype, row_bytes
+from .formats.csr import columns, dequantized
 
 
 def call(op: str, *args: object, autograd: bool = False) -> Tensor:
@@ -101,8 +103,6 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
 
 @quantize.register_fake
 def _(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor, Tensor]:
-    from .backends.reference.quant import code_dtype, row_bytes
-
     rows, length = x.shape
     codes = x.new_empty((rows, row_bytes(length, bits)), dtype=code_dtype(bits, scheme))
     return codes, x.new_empty((rows,), dtype=torch.float32), x.new_empty((rows,), dtype=torch.int32)
@@ -316,8 +316,6 @@ def _sparse_linear_backward(ctx, grad: Tensor):
     """Gradient for x only (the CSR weight is not trainable): grad @ W = sparse_linear(grad, W^T), with W^T built
     as CSR by a stable sort of the nonzeros by column (static shapes, so it traces). int8 values are dequantized
     (W^T's scale runs along its columns, which the kernels do not take)."""
-    from .backends._csr import columns, dequantized  # backends import _ops' dispatch; keep the module graph acyclic
-
     indptr, indices, values, scale = ctx.saved_tensors
     if scale is not None:
         values = dequantized(indptr, values, scale)

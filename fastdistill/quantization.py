@@ -52,6 +52,7 @@ import torch
 
 from . import _ops
 from ._convert import ArrayLike, check_float, normalize_dim, to_tensor
+from .formats.codes import code_dtype, row_bytes, unpack
 
 SCHEMES = ("symmetric", "asymmetric", "log2")
 GRANULARITIES = ("tensor", "channel", "group")
@@ -101,8 +102,6 @@ class QuantizedTensor:
 
     def int_codes(self) -> torch.Tensor:
         """The unpacked integer codes, ``(rows, row_length)`` int32."""
-        from .backends.reference.quant import unpack
-
         return unpack(self.codes, self.row_length, self.bits, self.scheme)
 
     def dequantize(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -158,8 +157,6 @@ class QuantizedTensor:
 
     def _check_consistent(self) -> None:
         """ValueError unless the codes, scales and metadata fit together (a loaded state is untrusted input)."""
-        from .backends.reference.quant import code_dtype, row_bytes
-
         _check_choice(self.bits, BITS, "bits")
         _check_choice(self.scheme, SCHEMES, "scheme")
         _check_choice(self.granularity, GRANULARITIES, "granularity")

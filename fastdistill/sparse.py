@@ -31,7 +31,7 @@ import torch
 
 from . import _ops
 from ._convert import check_float, like_input, to_tensor
-from .backends._csr import VALUE_DTYPES, check_components, check_scale, columns, dequantized
+from .formats.csr import VALUE_DTYPES, check_components, check_scale, columns, dequantized
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 

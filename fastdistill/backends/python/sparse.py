@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from .._csr import check_components, check_scale, columns, dequantized
+from ...formats.csr import check_components, check_scale, columns, dequantized
 
 DEVICES = ("cpu", "cuda")
 

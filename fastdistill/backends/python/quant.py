@@ -12,38 +12,11 @@ import torch
 from torch import Tensor
 
 from ..._dispatch import register_kernel
+from ...formats.codes import pack, qrange, unpack
+from .._quant import RANGE_OVERFLOW
 
 DEVICES = ("cpu", "cuda")
-RANGE_OVERFLOW = "x: the asymmetric range max - min overflows float32; rescale x first"
 MSE_RATIOS = tuple(1.0 - 0.05 * i for i in range(20))  # clip candidates of the "mse" method, largest first
-
-
-def qrange(bits: int, scheme: str) -> Tuple[int, int]:
-    """(lowest, highest) integer code. Linear symmetric is [-qmax, qmax], qmax = 2^(bits-1) - 1 (the range is
-    symmetric so that -x quantizes to -code); asymmetric is [0, 2^bits - 1]; log2 holds sign * exponent field in
-    [-qmax, qmax]; 1 bit is {-1, +1}."""
-    if bits == 1:
-        return -1, 1
-    if scheme == "asymmetric":
-        return 0, (1 << bits) - 1
-    qmax = (1 << (bits - 1)) - 1
-    return -qmax, qmax
-
-
-def field_offset(bits: int, scheme: str) -> int:
-    """Packed field = code + offset (an unsigned bit field); 8-bit codes are stored as they are."""
-    if bits == 8 or scheme == "asymmetric":
-        return 0
-    return 1 << (bits - 1)
-
-
-def code_dtype(bits: int, scheme: str) -> torch.dtype:
-    return torch.int8 if bits == 8 and scheme != "asymmetric" else torch.uint8
-
-
-def row_bytes(length: int, bits: int) -> int:
-    per = 8 // bits
-    return (length + per - 1) // per
 
 
 def check_finite(x: Tensor) -> None:
@@ -117,33 +90,6 @@ def dequantize_codes(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme
         mag = torch.exp2((codes.abs() - qhi).float()) * s
         return torch.where(codes == 0, torch.zeros_like(mag), torch.sign(codes).float() * mag)
     return (codes - zp[:, None]).float() * s
-
-
-def pack(codes: Tensor, bits: int, scheme: str) -> Tensor:
-    """(rows, length) int codes -> (rows, row_bytes) bytes: 8-bit codes as int8 (uint8 for asymmetric); narrower
-    codes as unsigned fields ``code + offset`` (1 bit: 1 for +1, 0 for -1), the first element in the lowest bits.
-    A row's last byte is padded with zero fields."""
-    rows, length = codes.shape
-    if bits == 8:
-        return codes.to(code_dtype(bits, scheme))
-    per = 8 // bits
-    fields = (codes + 1) // 2 if bits == 1 else codes + field_offset(bits, scheme)
-    nbytes = row_bytes(length, bits)
-    padded = torch.zeros((rows, nbytes * per), dtype=torch.int32, device=codes.device)
-    padded[:, :length] = fields
-    shifts = torch.arange(per, device=codes.device, dtype=torch.int32) * bits
-    return (padded.reshape(rows, nbytes, per) << shifts).sum(-1).to(torch.uint8)
-
-
-def unpack(packed: Tensor, length: int, bits: int, scheme: str) -> Tensor:
-    """Inverse of :func:`pack`: (rows, row_bytes) bytes -> (rows, length) int32 codes."""
-    if bits == 8:
-        return packed.to(torch.int32)
-    per = 8 // bits
-    shifts = torch.arange(per, device=packed.device, dtype=torch.int32) * bits
-    fields = (packed.to(torch.int32)[:, :, None] >> shifts) & ((1 << bits) - 1)
-    fields = fields.reshape(packed.shape[0], packed.shape[1] * per)[:, :length]
-    return fields * 2 - 1 if bits == 1 else fields - field_offset(bits, scheme)
 
 
 def _reconstruction_error(x: Tensor, lo: Tensor, hi: Tensor, bits: int, scheme: str) -> Tensor:

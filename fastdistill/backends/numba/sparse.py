@@ -11,7 +11,8 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from .._csr import check_components, check_scale, columns, linear_reason, spmm_reason
+from ...formats.csr import check_components, check_scale, columns
+from .._csr import linear_reason, spmm_reason
 
 _GATHER_MAX_BATCH = 3  # as the native kernel (csrc/cpu/sparse.cpp)
 

@@ -12,8 +12,8 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from ..native.quant import _dequantize_supports, _into_supports, _quantize_supports, empty_outputs
-from ..reference.quant import RANGE_OVERFLOW
+from ...formats.codes import empty_codes
+from .._quant import RANGE_OVERFLOW, dequantize_supports, into_supports, quantize_supports
 
 _ROUND = np.float32(12582912.0)  # 1.5 * 2^23
 _ZERO = np.float32(0.0)
@@ -174,9 +174,9 @@ def _threads() -> int:
     return min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
 
 
-@register_kernel("quantize", "numba", dtypes=(torch.float32,), supports=_quantize_supports)
+@register_kernel("quantize", "numba", dtypes=(torch.float32,), supports=quantize_supports)
 def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor, Tensor]:
-    codes, scale, zp = empty_outputs(x, bits, scheme)
+    codes, scale, zp = empty_codes(*x.shape, bits, scheme)
     xa = x.detach().numpy()
     bad, overflow = _quantize_rows(xa, xa.view(np.int32), bits, scheme == "symmetric", codes.numpy().view(np.uint8),
                                    scale.numpy(), zp.numpy(), _threads())
@@ -188,13 +188,13 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
     return codes, scale, zp
 
 
-@register_kernel("dequantize_into", "numba", supports=_into_supports)
+@register_kernel("dequantize_into", "numba", supports=into_supports)
 def dequantize_into(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, out: Tensor) -> None:
     _dequantize_rows(codes.numpy(), scale.numpy(), zp.numpy(), bits, scheme == "symmetric", out.detach().numpy(),
                      _threads())
 
 
-@register_kernel("dequantize", "numba", supports=_dequantize_supports)
+@register_kernel("dequantize", "numba", supports=dequantize_supports)
 def dequantize(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     out = torch.empty((codes.shape[0], length), dtype=torch.float32)
     dequantize_into(codes, scale, zp, bits, scheme, out)
