@@ -179,9 +179,15 @@ def callback_states(callbacks: Tuple[Callback, ...]) -> List[Dict[str, Any]]:
 
 
 def load_callback_states(callbacks: Tuple[Callback, ...], states: List[Dict[str, Any]]) -> None:
-    """Restores the states a checkpoint holds into the same callbacks, given in the same order."""
-    if len(states) != len(callbacks) or any(s["type"] != type(c).__name__ for s, c in zip(states, callbacks)):
-        raise ValueError(f"callbacks: the checkpoint was written with {[s['type'] for s in states]}; resume with "
-                         f"the same callbacks in the same order (got {[type(c).__name__ for c in callbacks]})")
-    for c, s in zip(callbacks, states):
-        c.load_state_dict(s["state"])
+    """Restores the states a checkpoint holds: each callback that had a state gets it back, matched in order to the
+    given callbacks of its type (stateless callbacks may differ)."""
+    given = list(callbacks)
+    for saved in states:
+        if not saved["state"]:
+            continue
+        match = next((c for c in given if type(c).__name__ == saved["type"]), None)
+        if match is None:
+            raise ValueError(f"callbacks: the checkpoint holds the state of a {saved['type']}; resume with the "
+                             f"callbacks it was written with (got {[type(c).__name__ for c in callbacks]})")
+        given = given[given.index(match) + 1:]
+        match.load_state_dict(saved["state"])

@@ -203,6 +203,7 @@ class Distiller:
         self.epoch = 0          # epochs completed
         self.global_step = 0    # optimizer steps taken
         self.batch_in_epoch = 0  # batches of the current epoch done (non-zero only inside an epoch)
+        self._in_epoch = False
         self.history: List[Dict[str, float]] = []
         self.stop_training = False
         self._gens: List[torch.Generator] = []
@@ -355,6 +356,8 @@ class Distiller:
         if self.scheduler is not None:
             self.scheduler.step()
         self.global_step += 1
+        if self._in_epoch:
+            self.batch_in_epoch += 1
         for cb in self._step_callbacks:
             cb.on_step_end(self, self.global_step, terms)
         return terms
@@ -419,24 +422,27 @@ class Distiller:
         bar = _progress_bar(progress and self.rank == 0, total, skip, f"epoch {epoch + 1}")
         records: List[Tuple[Dict[str, Tensor], int]] = []  # summed once at the end: no per-step tensor ops
         samples, start, shown = 0, time.perf_counter(), 0.0
-        for batch in batches:
-            if self.cached:
-                batch = _WithIndex(*batch)
-            n = batch_size(*split(batch.batch if self.cached else batch))
-            terms = self.step(batch)
-            records.append((terms, n))
-            samples += n
-            self.batch_in_epoch += 1
+        self._in_epoch = True
+        try:
+            for batch in batches:
+                if self.cached:
+                    batch = _WithIndex(*batch)
+                n = batch_size(*split(batch.batch if self.cached else batch))
+                terms = self.step(batch)
+                records.append((terms, n))
+                samples += n
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - shown > 0.5:
+                        shown = now
+                        bar.set_postfix(loss=f"{float(terms['loss']):.4g}",
+                                        samples_per_s=f"{samples / max(now - start, 1e-9):.0f}", refresh=False)
+        finally:
+            self._in_epoch = False
             if bar is not None:
-                bar.update(1)
-                now = time.perf_counter()
-                if now - shown > 0.5:
-                    shown = now
-                    bar.set_postfix(loss=f"{float(terms['loss']):.4g}",
-                                    samples_per_s=f"{samples / max(now - start, 1e-9):.0f}", refresh=False)
+                bar.close()
         seconds = time.perf_counter() - start
-        if bar is not None:
-            bar.close()
         keys = sorted(records[0][0]) if records else []
         weights = torch.tensor([float(n) for _, n in records], dtype=torch.float64)
         sums = [torch.stack([t[k] for t, _ in records]).double().cpu() @ weights for k in keys]
@@ -543,7 +549,7 @@ class Distiller:
         """
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, EOFError...)
             raise ValueError(f"resume: cannot read checkpoint {os.fspath(path)!r} ({exc})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"resume: {os.fspath(path)!r} is not a Distiller checkpoint")
