@@ -41,7 +41,7 @@ from .nn import KDLoss
 
 Split = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 BATCH, LATENCY_BATCH, LABELED_FRACTION, SPARSITY = 64, 256, 0.1, 0.9
-TEACHER_WIDTH, STUDENT_WIDTH = 256, 64
+TEACHER_WIDTH, STUDENT_WIDTH = 256, 128
 
 
 def load_digits_split(seed: int = 0) -> Split:
@@ -82,7 +82,8 @@ def train_alone(model: nn.Module, loader: DataLoader, epochs: int, lr: float) ->
             opt.step()
 
 
-def _loader(x: torch.Tensor, y: Optional[torch.Tensor], seed: int) -> DataLoader:
+def digits_loader(x: torch.Tensor, y: Optional[torch.Tensor], seed: int) -> DataLoader:
+    """Shuffled batches of 64 of (x, y), or of (x,) without labels."""
     data = TensorDataset(x) if y is None else TensorDataset(x, y)
     return DataLoader(data, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
 
@@ -131,7 +132,7 @@ def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[s
                       "bytes": float(nbytes if nbytes is not None else model_size(model)),
                       "latency_ms": _latency(fast, x_lat), "torch_latency_ms": _latency(peer, x_lat)}
 
-    train = _loader(x_tr, y_tr, seed)
+    train = digits_loader(x_tr, y_tr, seed)
     teacher = mlp(TEACHER_WIDTH)
     train_alone(teacher, train, epochs, lr=3e-3)
     record("teacher", teacher)
@@ -141,7 +142,7 @@ def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[s
     train_alone(alone, train, epochs, lr=3e-3)
     record("student alone", alone)
 
-    kd = KDLoss(temperature=4.0, alpha=0.9)
+    kd = KDLoss(temperature=4.0, alpha=0.5)  # the Distiller's default loss
     distilled = mlp(STUDENT_WIDTH, depth=1)
     distilled.load_state_dict(init)
     Distiller(teacher, distilled, loss=kd, lr=3e-3).fit(train, epochs, progress=progress)
@@ -149,13 +150,13 @@ def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[s
 
     featured = mlp(STUDENT_WIDTH, depth=1)
     featured.load_state_dict(init)
-    Distiller(teacher, featured, loss=kd, lr=3e-3, features={"1": "3"}, feature_weight=0.1).fit(
+    Distiller(teacher, featured, loss=kd, lr=3e-3, features={"1": "3"}, feature_loss="cosine").fit(
         train, epochs, progress=progress)
     record("distilled + features", featured)
 
     # label-scarce: 10% of the labels
     few = _labeled_subset(y_tr, LABELED_FRACTION, seed)
-    few_loader = _loader(x_tr[few], y_tr[few], seed)
+    few_loader = digits_loader(x_tr[few], y_tr[few], seed)
     scarce_epochs = epochs * 3  # the same number of optimizer steps as a pass over all labels takes, roughly
     scarce_alone = mlp(STUDENT_WIDTH, depth=1)
     scarce_alone.load_state_dict(init)
@@ -163,7 +164,7 @@ def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[s
     record("10% labels: alone", scarce_alone)
     scarce_kd = mlp(STUDENT_WIDTH, depth=1)
     scarce_kd.load_state_dict(init)
-    Distiller(teacher, scarce_kd, loss=kd, mode="pretrain", lr=3e-3).fit(_loader(x_tr, None, seed), epochs,
+    Distiller(teacher, scarce_kd, loss=kd, mode="pretrain", lr=3e-3).fit(digits_loader(x_tr, None, seed), epochs,
                                                                           progress=progress)
     Distiller(teacher, scarce_kd, loss=kd, mode="finetune").fit(few_loader, scarce_epochs, progress=progress)
     record("10% labels: pretrain + finetune", scarce_kd)
@@ -172,8 +173,8 @@ def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[s
 
     pruned = copy.deepcopy(distilled)
     steps = epochs * len(train)
-    Distiller(teacher, pruned, loss=kd, lr=1e-3, callbacks=[
-        GradualPruning(SPARSITY, start=0, end=steps * 2 // 3, every=max(1, steps // 30)),
+    Distiller(teacher, pruned, loss=kd, lr=2e-3, callbacks=[
+        GradualPruning(SPARSITY, start=0, end=steps // 2, every=max(1, steps // 30)),
         QuantizationAware(bits=8)]).fit(train, epochs, progress=progress)
     compress.remove_pruning(pruned)
     sparse = copy.deepcopy(pruned)
@@ -203,20 +204,29 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(seeds: int = 3, quick: bool = False, progress: bool = False) -> Dict[str, Any]:
-    """The report: per row, each metric's mean, std and per-seed values over ``seeds`` seeds (0, 1, ...)."""
+def run(seeds: int = 3, quick: bool = False, progress: bool = False, threads: int = 1) -> Dict[str, Any]:
+    """The report: per row, each metric's mean, std and per-seed values over ``seeds`` seeds (0, 1, ...), run on
+    ``threads`` torch threads (default 1: on models this small, more threads cost more in wake-ups than they
+    save)."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds: expected an int >= 1, got {seeds!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected an int >= 1, got {threads!r}")
     epochs = 8 if quick else 30
     wall, cpu = time.perf_counter(), _cpu_seconds()
-    per_seed = [run_seed(s, epochs, progress) for s in range(seeds)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        per_seed = [run_seed(s, epochs, progress) for s in range(seeds)]
+    finally:
+        torch.set_num_threads(before)
     rows = []
     for name in per_seed[0]:
         row: Dict[str, Any] = {"name": name}
         for metric in per_seed[0][name]:
             row[metric] = _summary([r[name][metric] for r in per_seed])
         rows.append(row)
-    return {"seeds": seeds, "quick": quick, "epochs": epochs, "threads": torch.get_num_threads(),
+    return {"seeds": seeds, "quick": quick, "epochs": epochs, "threads": threads,
             "latency_batch": LATENCY_BATCH, "rows": rows,
             "seconds": {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}}
 
@@ -291,12 +301,14 @@ def write_outputs(report: Dict[str, Any], out: str) -> List[str]:
 
 def main(quick: bool = False, seeds: int = 3, out: Optional[str] = "fastdistill-demo", threads: int = 1,
          progress: bool = False) -> int:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)  # tiny models: threads cost more in wake-ups than they save
     try:
+        if out:
+            os.makedirs(out, exist_ok=True)  # fail now, not after the run
+            if not os.access(out, os.W_OK):
+                raise PermissionError(f"--out: cannot write to {out!r}")
         print(f"fastdistill demo: digits (1797 8x8 images), {seeds} seed(s){', quick' if quick else ''}, "
               f"{threads} thread(s)", flush=True)
-        report = run(seeds=seeds, quick=quick, progress=progress)
+        report = run(seeds=seeds, quick=quick, progress=progress, threads=threads)
         print(table(report))
         sec = report["seconds"]
         print(f"  {sec['wall']:.1f} s wall, {sec['cpu']:.1f} s CPU")
@@ -306,6 +318,4 @@ def main(quick: bool = False, seeds: int = 3, out: Optional[str] = "fastdistill-
     except Exception as exc:  # the command's contract: a clear message and a non-zero exit, no traceback
         print(f"fastdistill demo: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        torch.set_num_threads(before)
     return 0
