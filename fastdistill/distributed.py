@@ -11,9 +11,7 @@ kernel), the codes and scales are all-gathered, and every rank sums the dequanti
 ranks hold bit-identical averages. Error feedback (Seide et al. 2014; Karimireddy et al. 2019): what rounding
 removed from a rank's bucket is added to that bucket at the next step, so the error does not accumulate.
 """
-from __future__ import annotations
-
-import os
+import os  # (no `from __future__ import annotations`: DDP checks the hook's annotations as objects)
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
@@ -85,7 +83,7 @@ class QuantizedAllReduceState:
 
 
 def quantized_allreduce_hook(state: Optional[QuantizedAllReduceState],
-                             bucket: dist.GradBucket) -> torch.futures.Future:
+                             bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook: the bucket's gradients averaged over the ranks, sent as int8 codes with one fp32
     scale per rank and bucket (symmetric, absmax), with error feedback (see the module docstring).
 
@@ -113,7 +111,7 @@ def quantized_allreduce_hook(state: Optional[QuantizedAllReduceState],
     gathered = [torch.empty_like(payload) for _ in range(world)]
     fut = dist.all_gather(gathered, payload, group=group, async_op=True).get_future()
 
-    def average(_fut: torch.futures.Future) -> torch.Tensor:
+    def average(_fut: "torch.futures.Future[object]") -> torch.Tensor:
         total = torch.zeros(n, dtype=torch.float32, device=buffer.device)
         for part in gathered:  # rank order: every rank adds in the same order and gets the same bits
             total.add_(part[:n].float().mul_(part[n:].clone().view(torch.float32)))
