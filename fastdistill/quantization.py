@@ -110,7 +110,8 @@ class QuantizedTensor:
         buffer saves the page faults of fresh output memory, which cost more than dequantizing itself."""
         if out is not None:
             return self._dequantize_into(out)
-        rows = _ops.dequantize(self.codes, self.scale, self.zero_point, self.bits, self.scheme, self.row_length)
+        rows = _ops.call("dequantize", self.codes, self.scale, self.zero_point, self.bits, self.scheme,
+                         self.row_length)
         return _from_rows(rows, self.shape, self.granularity, self.axis).to(self.dtype)
 
     def _dequantize_into(self, out: torch.Tensor) -> torch.Tensor:
@@ -125,7 +126,7 @@ class QuantizedTensor:
             return out.copy_(self.dequantize())
         rows = out.view(-1, self.row_length) if self.row_length else out.view(self.scale.numel(), 0)
         with torch.no_grad():
-            _ops.dequantize_into(self.codes, self.scale, self.zero_point, self.bits, self.scheme, rows)
+            _ops.call("dequantize_into", self.codes, self.scale, self.zero_point, self.bits, self.scheme, rows)
         return out
 
     def to(self, device: Any) -> "QuantizedTensor":
@@ -258,7 +259,7 @@ def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granular
     scale_method, axis, group_size = _check_args(t, bits, scheme, granularity, axis, group_size, scale_method,
                                                  percentile)
     rows = _rows(t.detach().float(), granularity, axis, group_size)
-    codes, scale, zp = _ops.quantize(rows, bits, scheme, scale_method, float(percentile))
+    codes, scale, zp = _ops.call("quantize", rows, bits, scheme, scale_method, float(percentile))
     return QuantizedTensor(codes, scale, zp, bits=bits, scheme=scheme, granularity=granularity, axis=axis,
                            group_size=group_size, shape=tuple(t.shape), dtype=t.dtype)
 

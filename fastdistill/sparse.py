@@ -213,9 +213,8 @@ class SparseWeight:
 
 
 def _call(op: str, x: torch.Tensor, *args: object) -> torch.Tensor:
-    """Op ``op`` on ``args``, ``x`` being its activation: through the custom op (for autograd) when a gradient must
-    flow to ``x`` or ``x`` is a tensor subclass."""
-    return _ops.call(op, *args, autograd=type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()))
+    """Op ``op`` on ``args``, ``x`` being its activation, with autograd when a gradient must flow to ``x``."""
+    return _ops.call(op, *args, autograd=x.requires_grad and torch.is_grad_enabled())
 
 
 def _check_weight(w_sparse: object) -> SparseWeight:

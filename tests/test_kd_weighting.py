@@ -100,3 +100,26 @@ def test_info_entropy_weights_are_the_teachers_confidence(backend):
 def test_weighting_is_checked():
     with pytest.raises(ValueError, match="weighting"):
         fd.kd_loss(torch.randn(2, 3), torch.randn(2, 3), weighting="entropy")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_info_entropy_half_precision(backend, gen, dtype):
+    skip_unless_served(dtype)
+    shape = (6, 301)
+    s, t = logits(shape, gen).to(dtype), (logits(shape, gen) / 4).to(dtype)
+    y = targets(shape, shape[-1], gen)
+    kw = dict(temperature=2.0, alpha=0.6)
+    got = ours(s.to(backend), t.to(backend), y.to(backend), weighting="info_entropy", **kw)
+    want = weighted_oracle(s.float(), t.float(), y, **kw)  # the oracle on the same (rounded) values
+    assert_close(got[0].cpu(), got[1].cpu().float(), *want, rtol=1e-3, grad_rtol=1e-2,
+                 scale=natural_scale(shape, y, kw))
+
+
+def test_info_entropy_opcheck(backend, gen):
+    from fastdistill import _ops
+
+    dtype = torch.float64 if fd.get_backend() in ("python", "numba") else torch.float32
+    s = logits((4, 3, 33), gen, dtype).to(backend).requires_grad_()
+    t = logits((4, 3, 33), gen, dtype).to(backend)
+    y = targets((4, 3, 33), 33, gen).to(backend)
+    torch.library.opcheck(_ops.kd_loss, (s, t, y, 2.0, 0.5, "kl", 0.5, -100, "mean", False, "info_entropy", True))

@@ -1,7 +1,7 @@
-// The knowledge-distillation loss problem as the per-ISA row kernels see it (defined by kd_kernels.h, compiled once
-// per ISA), and the table that picks one at run time.
+// The knowledge-distillation loss problems as the row kernels see them (defined by kd_kernels.h, compiled once per
+// SIMD tier; see core.h).
 #pragma once
-#include "common.h"
+#include "core.h"
 
 namespace fd {
 enum class Divergence : int { KL = 0, ReverseKL = 1, JSD = 2, None = 3 };
@@ -21,9 +21,15 @@ struct KdProblem {
   bool t_logp;             // teacher given as log-probabilities: no temperature, no normalisation
   void* grad;              // d(scale * row_loss)/d(student), rows x V in dtype ds; null when not wanted
   float* row_loss;         // rows unscaled per-row losses
+  int weighting;           // 0: none; 1: info_entropy (the driver fills t_norm and kd_weight, see kd.h)
+  const float* t_norm;     // rows x (m, lz) of the teacher's log-softmax, precomputed; or null (computed per row)
+  const float* kd_weight;  // rows weights of the divergence term; or null (weight 1)
 };
 
 using KdRowsFn = void (*)(const KdProblem&, int64_t, int64_t);
+// Rows [r0, r1): the teacher's (m, lz) into t_norm (rows x 2; untouched for log-probability teachers) and its
+// confidence 1 - H / log V into conf (0 for ignored rows).
+using KdTeacherEntropyFn = void (*)(const KdProblem&, int64_t, int64_t, float* t_norm, float* conf);
 
 // The teacher given sparsely: per row K entries (index, value), see fastdistill.sparse_kd_loss.
 enum class SparseValues : int { Logits = 0, LogProbs = 1, Probs = 2 };
@@ -47,32 +53,11 @@ struct SparseKdProblem {
 
 using SparseKdRowsFn = void (*)(const SparseKdProblem&, int64_t, int64_t);
 
-namespace scalar {
-void kd_rows(const KdProblem&, int64_t, int64_t);
-void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
-}  // namespace scalar
-namespace avx2 {
-void kd_rows(const KdProblem&, int64_t, int64_t);
-void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
-}  // namespace avx2
-namespace avx512 {
-void kd_rows(const KdProblem&, int64_t, int64_t);
-void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
-}  // namespace avx512
+struct KdLeaves {
+  KdRowsFn kd_rows;                // rows [r0, r1) of a KdProblem
+  SparseKdRowsFn sparse_kd_rows;  // rows [r0, r1) of a SparseKdProblem
+  KdTeacherEntropyFn teacher_entropy_rows;  // info_entropy's first pass over the teacher
+};
 
-inline KdRowsFn kd_rows_fn() {
-  switch (simd_level()) {
-    case Simd::Avx512: return avx512::kd_rows;
-    case Simd::Avx2: return avx2::kd_rows;
-    default: return scalar::kd_rows;
-  }
-}
-
-inline SparseKdRowsFn sparse_kd_rows_fn() {
-  switch (simd_level()) {
-    case Simd::Avx512: return avx512::sparse_kd_rows;
-    case Simd::Avx2: return avx2::sparse_kd_rows;
-    default: return scalar::sparse_kd_rows;
-  }
-}
+FD_DECLARE_TIER_LEAVES(KdLeaves)
 }  // namespace fd

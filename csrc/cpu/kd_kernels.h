@@ -1,6 +1,6 @@
 // Row kernels of the fused knowledge-distillation loss, written once as plain loops with `omp simd` reductions that
-// the compiler vectorizes; compiled three times (kd_scalar.cpp, kd_avx2.cpp, kd_avx512.cpp), each inside its own
-// namespace and `#pragma GCC target`, like the pruning kernels.
+// the compiler vectorizes; compiled once per SIMD tier (kd_scalar.cpp, x86/kd_avx2.cpp, x86/kd_avx512.cpp; see
+// core.h), like the pruning kernels.
 //
 // Per row, with x = student logits, u = teacher logits, tau = temperature, q = softmax(x / tau), p = softmax(u / tau):
 //   pass 1  one read of both rows: online (chunked) max and sum of exp for q, p (and softmax(x) when tau != 1 and a
@@ -11,16 +11,14 @@
 // read L2, not memory. Work happens on chunks of kChunk elements converted to fp32 in L1-resident buffers; no
 // other temporary exists. exp and log are polynomial (Cephes) so the loops vectorize at every ISA level.
 //
-// Expects, before inclusion: <cstdint>, <cstring>, "common.h", "kd_isa.h"; and FD_ISA_NAMESPACE defined.
-#include <cmath>
-#include <type_traits>
+// Expects, before inclusion: "kd_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
 
 // The selects below (`p > 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
 // GCC refuses to if-convert them and the loops stay scalar. Nothing here reads the FP exception flags.
 #pragma GCC optimize("no-trapping-math")
 
 namespace fd {
-namespace FD_ISA_NAMESPACE {
+namespace FD_TIER_NS {
 
 #define FD_INLINE inline __attribute__((always_inline))
 
@@ -459,25 +457,31 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   const int t1 = t1_mode(ce, P.temperature, grow != nullptr);
   const float inv_t = 1.0f / P.temperature;
 
+  const bool t_online = kd && !P.t_logp && !P.t_norm;  // else the teacher's normaliser is given, or not needed
   Online os, ot;
   for_chunks(V, [&](int64_t off, int64_t n) {
     os.add(load_chunk(srow, P.ds, off, n, bs), n, inv_t, t1);
-    if (kd && !P.t_logp) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, kSame);
+    if (t_online) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, kSame);
   });
   RowCtx c = student_row_ctx(P, srow, grow, y, ce, t1, os.m, inv_t, os.z, os.z1);
   c.t = trow;
   c.dt = P.dt;
-  c.lp = P.t_logp || !kd ? LogSoftmax{0.0f, 1.0f, 0.0f}
-                         : LogSoftmax{ot.m, inv_t, static_cast<float>(std::log(ot.z))};
+  if (P.t_logp || !kd) {
+    c.lp = LogSoftmax{0.0f, 1.0f, 0.0f};
+  } else {
+    c.lp = t_online ? LogSoftmax{ot.m, inv_t, static_cast<float>(std::log(ot.z))}
+                    : LogSoftmax{P.t_norm[2 * r], inv_t, P.t_norm[2 * r + 1]};
+  }
   const float jsd_factor = P.div == Divergence::JSD ? 1.0f - P.beta : 1.0f;
-  c.ckd = P.scale * P.alpha * P.temperature * jsd_factor;
+  const float w = P.kd_weight ? P.kd_weight[r] : 1.0f;
+  c.ckd = P.scale * P.alpha * P.temperature * jsd_factor * w;
   c.beta = P.beta;
   c.lr_shift = (static_cast<double>(c.lp.m) * c.lp.k + c.lp.lz) - (static_cast<double>(c.ls.m) * c.ls.k + c.ls.lz);
 
   const double d = t1 == kSquare ? divergence_and_grad<kSquare>(P, c, bs, bt, bg)
                    : t1 == kExp  ? divergence_and_grad<kExp>(P, c, bs, bt, bg)
                                  : divergence_and_grad<kSame>(P, c, bs, bt, bg);
-  double loss = static_cast<double>(P.alpha) * P.temperature * P.temperature * d;
+  double loss = static_cast<double>(P.alpha) * P.temperature * P.temperature * w * d;
   if (ce) {
     float buf;
     const float sy = *load_chunk(srow, P.ds, y, 1, &buf);
@@ -489,6 +493,69 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
 void kd_rows(const KdProblem& P, int64_t r0, int64_t r1) {
   alignas(64) float bs[kChunk], bt[kChunk], bg[kChunk];
   for (int64_t r = r0; r < r1; ++r) kd_row(P, r, bs, bt, bg);
+}
+
+// info_entropy's pass over the teacher (the pass kd_row would make anyway, done first for every row so the
+// weights can be normalised over the batch before any gradient is written): the online max m and sums
+// z = sum e, za = sum e a with a = (u - m) / tau, e = exp(a); lz = log z and the entropy H = lz - za / z. A chunk
+// that raises the max by d rescales both: z' = z e^-d, za' = (za - d z) e^-d. Log-probability teachers:
+// H = -sum exp(u) u.
+void teacher_entropy_rows(const KdProblem& P, int64_t r0, int64_t r1, float* t_norm, float* conf) {
+  alignas(64) float bt[kChunk];
+  const float inv_t = 1.0f / P.temperature;
+  const double log_v = std::log(static_cast<double>(P.V));
+  for (int64_t r = r0; r < r1; ++r) {
+    if (P.target && P.target[r] == P.ignore_index) {
+      conf[r] = 0.0f;
+      continue;
+    }
+    const void* trow = static_cast<const char*>(P.t) + r * P.V * elem_size(P.dt);
+    double h = 0.0;
+    if (P.t_logp) {
+      for_chunks(P.V, [&](int64_t off, int64_t n) {
+        const float* x = load_chunk(trow, P.dt, off, n, bt);
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < n; ++i) {
+          const float p = fexp(x[i]);
+          acc += p > 0.0f ? p * x[i] : 0.0f;
+        }
+        h -= acc;
+      });
+    } else {
+      float m = kNegInf;
+      double z = 0.0, za = 0.0;
+      for_chunks(P.V, [&](int64_t off, int64_t n) {
+        const float* x = load_chunk(trow, P.dt, off, n, bt);
+        float cm = kNegInf;
+#pragma omp simd reduction(max : cm)
+        for (int64_t i = 0; i < n; ++i) cm = x[i] > cm ? x[i] : cm;
+        if (cm > m) {
+          const double d = (static_cast<double>(cm) - m) * inv_t;  // inf on the first chunk: z = za = 0 then
+          const double f = m == kNegInf ? 0.0 : std::exp(-d);
+          za = m == kNegInf ? 0.0 : (za - d * z) * f;
+          z *= f;
+          m = cm;
+        }
+        float a_sum = 0, e_sum = 0;
+#pragma omp simd reduction(+ : a_sum, e_sum)
+        for (int64_t i = 0; i < n; ++i) {
+          const float a = (x[i] - m) * inv_t;
+          const float e = fexp(a);
+          e_sum += e;
+          a_sum += e > 0.0f ? e * a : 0.0f;
+        }
+        z += e_sum;
+        za += a_sum;
+      });
+      const double lz = std::log(z);
+      t_norm[2 * r] = m;
+      t_norm[2 * r + 1] = static_cast<float>(lz);
+      h = lz - za / z;
+    }
+    const double u = P.V > 1 ? 1.0 - h / log_v : 1.0;
+    conf[r] = static_cast<float>(u < 0.0 ? 0.0 : (u > 1.0 ? 1.0 : u));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -729,5 +796,11 @@ void sparse_kd_rows(const SparseKdProblem& P, int64_t r0, int64_t r1) {
 }
 
 #undef FD_INLINE
-}  // namespace FD_ISA_NAMESPACE
+}  // namespace FD_TIER_NS
+
+template <>
+const KdLeaves& tier_leaves<KdLeaves, FD_TIER_SIMD>() {
+  static constexpr KdLeaves t{FD_TIER_NS::kd_rows, FD_TIER_NS::sparse_kd_rows, FD_TIER_NS::teacher_entropy_rows};
+  return t;
+}
 }  // namespace fd

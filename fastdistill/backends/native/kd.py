@@ -21,13 +21,10 @@ def _supports(student: Tensor, teacher: Optional[Tensor], *args) -> Optional[str
     return None
 
 
-def _supports_dense(student: Tensor, teacher: Optional[Tensor], *args) -> Optional[str]:
-    if args[-2] != "none":
-        return f"weighting {args[-2]!r} not supported"
-    return _supports(student, teacher)
+WEIGHTING_CODES = {"none": 0, "info_entropy": 1}
 
 
-@register_kernel("kd_loss", "native", supports=_supports_dense)
+@register_kernel("kd_loss", "native", supports=_supports)
 def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, scale: float, teacher_log_probs: bool,
             weighting: str, compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
@@ -36,7 +33,7 @@ def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor]
     _C.kd_loss(float_array(student), None if teacher is None else float_array(teacher),
                None if target is None else target.numpy(), temperature, alpha, DIVERGENCE_CODES[divergence], beta,
                ignore_index, scale, teacher_log_probs, None if grad is None else float_array(grad), row_loss.numpy(),
-               torch.get_num_threads())
+               torch.get_num_threads(), WEIGHTING_CODES[weighting])
     return row_loss, grad
 
 
