@@ -22,7 +22,6 @@ import json
 import os
 import random
 import site
-import statistics
 import sys
 import time
 from typing import Dict, List, Sequence
@@ -33,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fastdistill._timing import median_ms
-from fastdistill.distill import Distiller, shrink
+from fastdistill.distill import Callback, Distiller, shrink
 
 PACKAGES = ("torch", "numpy", "scipy", "sklearn", "transformers", "matplotlib", "pandas", "numba", "sympy",
             "networkx", "tqdm", "safetensors", "onnx", "jinja2", "urllib3", "requests", "setuptools", "pip")
@@ -127,6 +126,18 @@ def compare(teacher_emb: torch.Tensor, student_emb: torch.Tensor) -> Dict[str, f
             "spearman_pairwise": spearman(sim_t, sim_s)}
 
 
+class Log(Callback):
+    """A line every ``every`` steps (the tqdm bar is off when stderr is not a terminal)."""
+
+    def __init__(self, every: int):
+        self.every, self.start = every, time.perf_counter()
+
+    def on_step_end(self, distiller, step, terms):
+        if step % self.every == 0:
+            print(f"  step {step}: loss {float(terms['loss']):.4f} (embedding {float(terms['distill']):.4f}, "
+                  f"hidden {float(terms['feature']):.4f}), {time.perf_counter() - self.start:.0f} s", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--texts", type=int, default=24000, help="corpus size (train + held out)")
@@ -170,7 +181,8 @@ def main(argv=None) -> int:
     schedule = lambda opt: torch.optim.lr_scheduler.OneCycleLR(  # noqa: E731
         opt, max_lr=args.lr, total_steps=epochs * len(train), pct_start=0.06, anneal_strategy="linear")
     distiller = Distiller(teacher, student, loss="cosine", features=features, feature_loss="mse",
-                          feature_weight=args.feature_weight, mode="pretrain", lr=args.lr, scheduler=schedule)
+                          feature_weight=args.feature_weight, mode="pretrain", lr=args.lr, scheduler=schedule,
+                          callbacks=[Log(50)])
     t0, cpu0 = time.perf_counter(), time.process_time()
     history = distiller.fit(train, epochs)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0

@@ -94,10 +94,10 @@ def main(argv=None) -> int:
         offline = TinyLM(64)
         offline.load_state_dict(student0.state_dict())
         torch.manual_seed(1)
-        h_off = Distiller(TeacherCache(os.path.join(tmp, "cache")), offline,
-                          loss=SparseKDLoss(top_k=args.top_k, **kd), lr=3e-3).fit(loader, args.epochs, val_loader=test)
-    print(f"next-token accuracy: teacher {teacher_acc:.4f}, online student {h_on[-1]['val_accuracy']:.4f}, offline student (top-{args.top_k} + "
-          f"tail bucket) {h_off[-1]['val_accuracy']:.4f}")
+        h_off = Distiller(TeacherCache(os.path.join(tmp, "cache")), offline, loss=SparseKDLoss(top_k=args.top_k, **kd),
+                          lr=3e-3).fit(loader, args.epochs, val_loader=test)
+    print(f"next-token accuracy: teacher {teacher_acc:.4f}, online student {h_on[-1]['val_accuracy']:.4f}, "
+          f"offline student (top-{args.top_k} + tail bucket) {h_off[-1]['val_accuracy']:.4f}")
     return 0
 
 

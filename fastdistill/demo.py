@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from . import compress
 from ._timing import median_ms
 from .compress.io import load, model_size, save
 from .distill import Distiller, GradualPruning, QuantizationAware
+from .distill._files import atomic_write
 from .nn import KDLoss
 
 Split = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -246,19 +247,6 @@ def table(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` then rename tmp over ``path``: readers never see a half-written file."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _plot(report: Dict[str, Any], path: str) -> None:
     import matplotlib
 
@@ -280,13 +268,18 @@ def _plot(report: Dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
 def write_outputs(report: Dict[str, Any], out: str) -> List[str]:
     """Writes ``report.json`` and, with matplotlib installed, ``accuracy_vs_size.png`` to ``out``, each atomically.
     Returns the paths written."""
     os.makedirs(out, exist_ok=True)
     written = []
     path = os.path.join(out, "report.json")
-    _atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(report, indent=1)))
+    atomic_write(path, lambda tmp: _write_text(tmp, json.dumps(report, indent=1)))
     written.append(path)
     try:
         import matplotlib  # noqa: F401
@@ -294,7 +287,7 @@ def write_outputs(report: Dict[str, Any], out: str) -> List[str]:
         print("  (no PNG: matplotlib is not installed; pip install 'fastdistill[plot]')")
         return written
     path = os.path.join(out, "accuracy_vs_size.png")
-    _atomic_write(path, lambda tmp: _plot(report, tmp))
+    atomic_write(path, lambda tmp: _plot(report, tmp))
     written.append(path)
     return written
 

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 

@@ -29,7 +29,8 @@ def test_minilm_shrink_and_distil_steps(monkeypatch):
     student = SentenceEncoder(shrink(teacher.bert, [0, 2, 4]))
     assert len(student.bert.encoder.layer) == 3 and student.bert.config.num_hidden_layers == 3
     assert len(teacher.bert.encoder.layer) == 6
-    assert torch.equal(student.bert.encoder.layer[1].output.dense.weight, teacher.bert.encoder.layer[2].output.dense.weight)
+    s_layers, t_layers = student.bert.encoder.layer, teacher.bert.encoder.layer
+    assert torch.equal(s_layers[1].output.dense.weight, t_layers[2].output.dense.weight)
     batch = pad(tokenizer(TEXTS, truncation=True, max_length=32)["input_ids"])
     loader = [batch]
     before = compare(embed(teacher, loader), embed(student, loader))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fastdistill as fd
-from test_kd import assert_close, logits, natural_scale, ours, skip_unless_served, targets, with_ce_reduced
+from test_kd import assert_close, logits, natural_scale, oracle, ours, skip_unless_served, targets
 
 SHAPES = [(1, 1), (7, 13), (3, 4, 1000), (2, 3, 513)]
 
@@ -24,27 +24,8 @@ def entropy_weights(lp: torch.Tensor, y, ignore_index: int = -100) -> torch.Tens
     return u * (int(valid.sum()) / float(u.sum())) if float(u.sum()) > 0 else torch.zeros_like(u)
 
 
-def weighted_oracle(s, t, y, *, temperature=1.0, alpha=0.5, divergence="kl", beta=0.5, reduction="batchmean",
-                    teacher_log_probs=False):
-    s64 = s.detach().double().requires_grad_()
-    T = temperature
-    ls = torch.log_softmax(s64 / T, -1)
-    lp = t.double() if teacher_log_probs else torch.log_softmax(t.double() / T, -1)
-
-    def kl(la, lb):
-        a = la.exp()
-        return torch.where(a > 0, a * (la - lb), 0.0).sum(-1)
-
-    if divergence == "kl":
-        d = kl(lp, ls)
-    elif divergence == "reverse_kl":
-        d = kl(ls, lp)
-    else:
-        lm = torch.logaddexp(lp + math.log(beta), ls + math.log(1 - beta))
-        d = beta * kl(lp, lm) + (1 - beta) * kl(ls, lm)
-    w = entropy_weights(lp, y)
-    return with_ce_reduced(s64, alpha * T * T * w * d, y, alpha=alpha, ignore_index=-100, reduction=reduction,
-                           grad_output=None)
+def weighted_oracle(s, t, y, **kw):
+    return oracle(s, t, y, row_weights=lambda lp: entropy_weights(lp, y), **kw)
 
 
 @pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "jsd"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
@@ -30,6 +29,7 @@ from ..compress.io import load, save
 from ..fused_linear_kd import default_chunk_size
 from ._batch import call, output_tensor, split, to_device
 from ._data import rebuild_loader
+from ._files import atomic_write
 from .losses import SparseTeacher
 
 FORMAT, VERSION = "fastdistill-teacher-cache", 1
@@ -147,16 +147,11 @@ def cache_teacher(teacher: nn.Module, loader: torch.utils.data.DataLoader, path:
 
 
 def _write_json(path: str, obj: Dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".manifest-")
-    try:
-        with os.fdopen(fd, "w") as fh:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 class _ShardWriter:

@@ -6,7 +6,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -19,6 +18,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .. import distributed
 from ._batch import SAMPLE_INDEX, batch_size, call, output_tensor, split, to_device
 from ._data import dataset_length, generators, rebuild_loader
+from ._files import atomic_write
 from .cache import TeacherCache
 from .callbacks import Callback, callback_states, load_callback_states
 from .features import (FeatureHooks, build_projections, check_feature_loss, feature_terms, projection_widths,
@@ -522,17 +522,7 @@ class Distiller:
             "epoch_rng": self._epoch_rng if self.batch_in_epoch else None,
             "sampler_seed": self._sampler_seed,
         }
-        directory = os.path.dirname(os.fspath(path)) or "."
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def resume(cls, path: Union[str, os.PathLike], teacher: Union[nn.Module, TeacherCache], student: nn.Module,
