@@ -354,6 +354,38 @@ def test_resume_mid_epoch_and_after_fit(tmp_path):
         assert torch.equal(v, b.student.state_dict()[name]), name
 
 
+def _masks_survive_load_state_dict() -> bool:
+    m = nn.Sequential(nn.Linear(4, 4))
+    compress.prune(m, 0.5)
+    try:
+        nn.Sequential(nn.Linear(4, 4)).load_state_dict(m.state_dict())
+        return True
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.xfail(not _masks_survive_load_state_dict(), strict=True,
+                   reason="pruning masks are not yet state that load_state_dict restores (issue 11)")
+def test_resume_with_gradual_pruning(tmp_path):
+    """The masks travel in the student's state_dict; the callback's state is the pruner's step count."""
+    x, y = data(64)
+    t0, s0 = models()
+    cb = lambda: GradualPruning(0.6, start=0, end=12, every=3)  # noqa: E731
+    torch.manual_seed(0)
+    whole = Distiller(copy.deepcopy(t0), copy.deepcopy(s0), callbacks=[cb()])
+    whole.fit(loader(x, y), 4, progress=False)
+    torch.manual_seed(0)
+    first = Distiller(copy.deepcopy(t0), copy.deepcopy(s0), callbacks=[cb()])
+    first.fit(loader(x, y), 1, progress=False)
+    first.save_checkpoint(tmp_path / "p.pt")
+    resumed = Distiller.resume(tmp_path / "p.pt", copy.deepcopy(t0), mlp(16), callbacks=[cb()])
+    resumed.fit(loader(x, y), 3, progress=False)
+    assert resumed.callbacks[0].pruner.steps == 16
+    assert compress.sparsity(resumed.student)["total"] == pytest.approx(0.6, abs=0.01)
+    for name, v in _state(whole).items():
+        assert torch.equal(v, resumed.student.state_dict()[name]), name
+
+
 def test_resume_checks_the_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"format": "something else"}, bad)

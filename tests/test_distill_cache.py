@@ -127,7 +127,11 @@ def test_distiller_checks_the_cache(tmp_path):
     with pytest.raises(TypeError, match="DataLoader"):
         d.fit([(x, y)], 1, progress=False)
     hist = d.fit(loader, 2, val_loader=loader, progress=False)
-    assert hist[-1]["val_accuracy"] >= 0 and hist[-1]["loss"] > 0
+    assert hist[-1]["val_accuracy"] >= 0 and hist[-1]["loss"] > 0 and hist[-1]["val_loss"] > 0
+    other = d.evaluate(DataLoader(TensorDataset(x[:25], y[:25]), batch_size=8))  # not the cached dataset
+    with torch.no_grad():
+        acc = float((student(x[:25]).argmax(1) == y[:25]).float().mean())
+    assert other == {"accuracy": pytest.approx(acc)}
 
 
 def test_bad_caches_raise_clearly(tmp_path):

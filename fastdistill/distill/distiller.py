@@ -459,14 +459,17 @@ class Distiller:
 
     def evaluate(self, loader: Any) -> Dict[str, float]:
         """The loss (and its terms) averaged over ``loader``'s samples, and ``accuracy`` of the student's argmax
-        when the batches have labels (rows labelled -100 not counted); reduced over the ranks under torchrun.
+        when the batches have labels (rows labelled -100 not counted); reduced over the ranks under torchrun. With
+        a TeacherCache, a loader whose dataset is not the cached one (another length) gets the accuracy only.
 
         Example::
 
             >>> distiller.evaluate(test_loader)
             {'distill': 0.41, 'loss': 0.41, 'accuracy': 0.97}
         """
-        loader = self._loader(loader, train=False)
+        # a TeacherCache has rows for its own dataset only: another loader gets the student's accuracy alone
+        teacher_rows = not self.cached or dataset_length(loader) == len(self.teacher)  # type: ignore[arg-type]
+        loader = self._loader(loader, train=False) if teacher_rows else loader
         was = self.student.training
         self.student.eval()
         sums: Dict[str, Tensor] = {}
@@ -474,10 +477,14 @@ class Distiller:
         try:
             with torch.no_grad():
                 for batch in loader:
-                    if self.cached:
-                        batch = _WithIndex(*batch)
-                    self._setup(batch)
-                    _, terms, s, labels = self._forward(batch, self.student)
+                    if not teacher_rows:
+                        inputs, labels = split(to_device(batch, self.device))
+                        s, terms = output_tensor(call(self.student, inputs), "student"), {}
+                    else:
+                        if self.cached:
+                            batch = _WithIndex(*batch)
+                        self._setup(batch)
+                        _, terms, s, labels = self._forward(batch, self.student)
                     n = batch_size(s, labels)
                     for k, v in terms.items():
                         sums[k] = sums[k] + v * n if k in sums else v * n
@@ -555,7 +562,8 @@ class Distiller:
                 raise ValueError("resume: the checkpoint has feature projections; give the same features=")
             d.projections = projections_from_state(state["projections"], len(d._hooks.pairs)).to(d.device)
             d.projections.load_state_dict(state["projections"])
-        d._setup(None)
+        if d._hooks is None or d.projections is not None:  # (else the first batch sets up, as in a fresh run)
+            d._setup(None)
         if state["optimizer"] is not None:
             d.optimizer.load_state_dict(state["optimizer"])  # type: ignore[union-attr]
         if state["scheduler"] is not None:
