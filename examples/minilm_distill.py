@@ -93,6 +93,27 @@ class Tokenized(torch.utils.data.Dataset):
         return self.items[i]
 
 
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Shuffled batches of texts of similar length (each pool of 50 batches sorted by length, then the batches
+    shuffled): dynamic padding then pads little."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0):
+        self.lengths, self.batch_size = list(lengths), batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        pool = 50 * self.batch_size
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start:start + pool], key=lambda i: self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        return iter([batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()])
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
 def pad(batch: List[List[int]]) -> Dict[str, torch.Tensor]:
     """Pads to the batch's longest text (dynamic padding): {"input_ids", "attention_mask"}."""
     n = max(len(ids) for ids in batch)
@@ -144,7 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--held-out", type=int, default=1000)
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--feature-weight", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -167,8 +188,9 @@ def main(argv=None) -> int:
     held, train_texts = texts[:args.held_out], texts[args.held_out:]
     print(f"corpus: {len(texts)} docstring paragraphs ({len(train_texts)} train, {len(held)} held out), "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
-    train = DataLoader(Tokenized(train_texts, tokenizer, args.max_length), batch_size=args.batch_size,
-                       shuffle=True, collate_fn=pad)
+    train_set = Tokenized(train_texts, tokenizer, args.max_length)
+    train = DataLoader(train_set, collate_fn=pad,
+                       batch_sampler=LengthGroupedBatches([len(t) for t in train_set.items], args.batch_size))
     held_loader = DataLoader(Tokenized(held, tokenizer, args.max_length), batch_size=64, collate_fn=pad)
 
     teacher_emb = embed(teacher, held_loader)
@@ -182,7 +204,7 @@ def main(argv=None) -> int:
         opt, max_lr=args.lr, total_steps=epochs * len(train), pct_start=0.06, anneal_strategy="linear")
     distiller = Distiller(teacher, student, loss="cosine", features=features, feature_loss="mse",
                           feature_weight=args.feature_weight, mode="pretrain", lr=args.lr, scheduler=schedule,
-                          callbacks=[Log(50)])
+                          callbacks=[Log(25)])
     t0, cpu0 = time.perf_counter(), time.process_time()
     history = distiller.fit(train, epochs)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
