@@ -293,7 +293,8 @@ class Distiller:
         self._checked_cache = True
 
     def _forward(self, batch: Any, model: nn.Module) -> Tuple[Tensor, Dict[str, Tensor], Tensor, Any]:
-        """(total loss, terms, student output tensor, captured features) of one batch."""
+        """(total loss, terms, student output tensor, labels) of one batch; before the projections exist (the
+        widths pass of _setup), (output, {}, output, captured features)."""
         indices = None
         if isinstance(batch, _WithIndex):
             indices, batch = batch.indices, batch.batch
@@ -318,15 +319,13 @@ class Distiller:
             return s, {}, s, captured
         target = None if self.mode == "pretrain" else labels
         distill = self.loss(s, teacher_out, target)
-        terms = {"distill": distill.detach()}
-        total = distill
-        if captured is not None:
-            mask = batch.get("attention_mask") if isinstance(batch, dict) else None
-            feat = feature_terms(captured, self.projections, self.feature_loss, mask)  # type: ignore[arg-type]
-            terms["feature"] = feat.detach()
-            total = total + self.feature_weight * feat
-        terms["loss"] = total.detach()
-        return total, terms, s, labels
+        if captured is None:
+            detached = distill.detach()
+            return distill, {"distill": detached, "loss": detached}, s, labels
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        feat = feature_terms(captured, self.projections, self.feature_loss, mask)  # type: ignore[arg-type]
+        total = distill + self.feature_weight * feat
+        return total, {"distill": distill.detach(), "feature": feat.detach(), "loss": total.detach()}, s, labels
 
     def compute_loss(self, batch: Any) -> Tuple[Tensor, Dict[str, Tensor]]:
         """(loss, terms) of one batch: the total loss (with its graph) and its terms as detached 0-d tensors

@@ -113,6 +113,8 @@ def feature_loss(s: Tensor, t: Tensor, kind: str, weight: Optional[Tensor] = Non
     if s.shape != t.shape:
         raise ValueError(f"features: student {tuple(s.shape)} and teacher {tuple(t.shape)} differ in shape")
     t = t.to(s.dtype)
+    if weight is None and kind == "mse":
+        return F.mse_loss(s, t)  # (rows of equal length: the mean of the row means)
     if kind == "cosine":
         per_row = 1.0 - F.cosine_similarity(s, t, dim=-1)
     else:
