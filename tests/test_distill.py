@@ -491,3 +491,26 @@ def test_custom_optimizer_and_scheduler_instance():
     with pytest.raises(ValueError, match="scheduler"):
         Distiller(teacher, student, scheduler=sched)  # not on the default optimizer
     assert math.isfinite(float(d.step((x, y))["loss"]))
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    x, y = data(64)
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    Distiller(*models()).fit(loader(x, y), 1)
+    assert "epoch 1" in term.getvalue() and "batch" in term.getvalue()
+    quiet = Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    Distiller(*models()).fit(loader(x, y), 1, progress=False)
+    assert quiet.getvalue() == ""
+    pipe = io.StringIO()  # not a terminal
+    monkeypatch.setattr(sys, "stderr", pipe)
+    Distiller(*models()).fit(loader(x, y), 1)
+    assert pipe.getvalue() == ""
