@@ -25,11 +25,22 @@ from .quantization import QuantizedTensor, dequantize, fake_quantize, quantize
 from .sparse import SparseWeight, sparse_linear, spmm
 from .compress.io import load, model_size, save
 
+
+def __getattr__(name: str):
+    # fastdistill.distill and fastdistill.distributed import on first use: nothing heavy at `import fastdistill`
+    if name in ("distill", "distributed"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastdistill' has no attribute {name!r}")
+
 __all__ = [
     "BackendError",
     "channel_mask",
     "compress",
     "dequantize",
+    "distill",
+    "distributed",
     "fake_quantize",
     "fused_linear_kd_loss",
     "get_backend",

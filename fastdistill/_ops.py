@@ -191,10 +191,11 @@ def kd_reduction_scale(student: Tensor, target: Optional[Tensor], ignore_index: 
 @_op("kd_loss")
 def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
-            compute_grad: bool) -> Tuple[Tensor, Tensor]:
+            weighting: str, compute_grad: bool) -> Tuple[Tensor, Tensor]:
     """(loss, grad): the reduced distillation loss and its gradient w.r.t. ``student``, computed in the same pass
     (an empty tensor unless ``compute_grad``). Arguments are validated by :func:`fastdistill.kd_loss`, the target's
-    values here (also under torch.compile)."""
+    values here (also under torch.compile). A kernel applies ``weighting`` itself (it has the teacher's normaliser,
+    hence its entropy, from its own softmax pass)."""
     V = student.shape[-1]
     s = student.contiguous().reshape(-1, V)
     t = teacher.contiguous().reshape(-1, V)
@@ -203,7 +204,7 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperat
     scale = kd_reduction_scale(student, target, ignore_index, reduction)
     div = "none" if alpha == 0 else divergence
     row_loss, grad = dispatch("kd_loss", s, t, y, temperature, alpha, div, beta, ignore_index, scale,
-                              teacher_log_probs, compute_grad)
+                              teacher_log_probs, weighting, compute_grad)
     return _kd_outputs(student, row_loss, grad, reduction, scale)
 
 
@@ -228,7 +229,7 @@ def _kd_fake(student: Tensor, reduction: str, compute_grad: bool) -> Tuple[Tenso
 
 @kd_loss.register_fake
 def _(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: float, alpha: float,
-      divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
+      divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool, weighting: str,
       compute_grad: bool) -> Tuple[Tensor, Tensor]:
     return _kd_fake(student, reduction, compute_grad)
 

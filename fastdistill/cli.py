@@ -77,7 +77,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
-    return demo_main(quick=args.quick)
+    return demo_main(quick=args.quick, seeds=args.seeds, out=args.out or None, threads=args.threads,
+                     progress=args.progress)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -95,8 +96,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="native SIMD level(s) to run at: 'all' (every level this CPU supports, one column each), or "
                         "e.g. 'avx2' or 'avx512,avx2' (default: the level in use, see FASTDISTILL_SIMD)")
     p.set_defaults(fn=_cmd_bench)
-    p = sub.add_parser("demo", help="the main job: prune + distill a student on the embedded digits data")
-    p.add_argument("--quick", action="store_true", help="fewer epochs")
+    p = sub.add_parser("demo", help="the main job: distill, prune and quantize a student on the embedded digits data")
+    p.add_argument("--quick", action="store_true", help="fewer epochs (under 30 s)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds to average over (default 3)")
+    p.add_argument("--out", default="fastdistill-demo", metavar="DIR",
+                   help="where report.json and the PNG go (default ./fastdistill-demo; '' writes nothing)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the models are tiny)")
+    p.add_argument("--progress", action="store_true", help="a progress bar per training epoch")
     p.set_defaults(fn=_cmd_demo)
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -1,29 +1,52 @@
-"""The main job on embedded data: distill a small student from a teacher on scikit-learn's digits (shipped with
-scikit-learn, no download) with the fused KD loss, prune the student with magnitude pruning, fine-tune it with the
-masks held, quantize it to int8, write it as a compact model file and load it back; report accuracy, sizes and time.
-Run it with ``fastdistill demo``."""
+"""The main job, on data that ships with scikit-learn (8x8 digits, no download), built on the Distiller:
+
+1. a teacher MLP, and the same student trained alone with cross-entropy;
+2. the student distilled (soft targets), and distilled with hidden-state (feature) KD as well;
+3. the label-scarce case: 10% of the labels. The student alone on them, against ``pretrain`` on every training
+   input (soft targets, no labels) followed by ``finetune`` on the 10%;
+4. the distilled student pruned gradually to 90% while it keeps distilling (``GradualPruning``, Zhu & Gupta), with
+   quantization-aware training, then converted to int8 (``compress.quantize``);
+5. that student saved to a compact file and loaded back.
+
+Each row reports test accuracy (mean +- std over the seeds), parameters (nonzero ones for pruned models), bytes
+(what ``fastdistill.save`` writes) and the latency of a batch of 256 as fastdistill runs the model (sparse and int8
+kernels) against plain torch (the dense fp32 model; ``quantize_dynamic`` for int8). ``--out DIR`` writes
+``report.json`` and ``accuracy_vs_size.png`` (matplotlib, an optional extra: ``pip install fastdistill[plot]``).
+Run it with ``fastdistill demo``.
+"""
 from __future__ import annotations
 
 import copy
+import json
+import math
 import os
+import resource
+import statistics
+import sys
 import tempfile
 import time
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from . import compress
+from ._timing import median_ms
 from .compress.io import load, model_size, save
-from .kd import kd_loss
+from .distill import Distiller, GradualPruning, QuantizationAware
+from ._files import atomic_write
+from .nn import KDLoss
 
 Split = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+BATCH, LATENCY_BATCH, LABELED_FRACTION, SPARSITY = 64, 256, 0.1, 0.9
+TEACHER_WIDTH, STUDENT_WIDTH = 256, 128
 
 
 def load_digits_split(seed: int = 0) -> Split:
-    """Standardized 8x8 digits as (x_train, y_train, x_test, y_test), a fixed 75/25 split."""
+    """Standardized 8x8 digits as (x_train, y_train, x_test, y_test), a stratified 75/25 split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -49,75 +72,243 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def train(model: nn.Module, data: Split, epochs: int, teacher: Optional[nn.Module] = None, lr: float = 3e-3,
-          seed: int = 0) -> None:
-    x_tr, y_tr = data[0], data[1]
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    if teacher is not None:
-        teacher.eval()
-        with torch.no_grad():
-            teacher_logits = teacher(x_tr)
+def train_alone(model: nn.Module, loader: DataLoader, epochs: int, lr: float) -> None:
+    """The baseline: cross-entropy on the labels, no teacher."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
     for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(x_tr), generator=gen).split(64):
-            logits = model(x_tr[idx])
-            if teacher is None:
-                loss = F.cross_entropy(logits, y_tr[idx])
-            else:
-                # Hinton's soft targets (T = 4) plus cross-entropy on the labels, gradient computed in the same pass
-                loss = kd_loss(logits, teacher_logits[idx], y_tr[idx], temperature=4.0, alpha=0.7)
-            opt.zero_grad()
-            loss.backward()
+        for x, y in loader:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
             opt.step()
 
 
-def run(quick: bool = False, sparsity: float = 0.8, seed: int = 0) -> Dict[str, float]:
-    """Teacher -> distilled student -> pruned + fine-tuned student; returns the metrics."""
+def digits_loader(x: torch.Tensor, y: Optional[torch.Tensor], seed: int) -> DataLoader:
+    """Shuffled batches of 64 of (x, y), or of (x,) without labels."""
+    data = TensorDataset(x) if y is None else TensorDataset(x, y)
+    return DataLoader(data, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def _labeled_subset(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of a class-stratified ``fraction`` of the samples."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(10):
+        idx = (y == c).nonzero().flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        picks.append(idx[: max(1, round(fraction * idx.numel()))])
+    return torch.cat(picks).sort().values
+
+
+def _nonzero_params(model: nn.Module) -> int:
+    return sum(int((p != 0).sum()) for p in model.parameters()) + sum(
+        int((b != 0).sum()) for n, b in model.named_buffers() if not b.dtype == torch.bool and "int8" in n)
+
+
+def _latency(model: nn.Module, x: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return median_ms(lambda: model(x), repeat=30, warmup=5)
+
+
+def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
-    data = load_digits_split(seed)
-    epochs = 8 if quick else 30
-    out: Dict[str, float] = {}
-    t0 = time.perf_counter()
-    teacher = mlp(256)
-    train(teacher, data, epochs, seed=seed)
-    out["teacher_acc"] = accuracy(teacher, data[2], data[3])
-    student = mlp(64, depth=1)
-    out["student_params"] = sum(p.numel() for p in student.parameters())
-    train(student, data, epochs, teacher=teacher, seed=seed)
-    out["student_acc"] = accuracy(student, data[2], data[3])
-    compress.prune(student, sparsity)
-    out["pruned_acc_before_finetune"] = accuracy(student, data[2], data[3])
-    train(student, data, max(3, epochs // 2), teacher=teacher, lr=1e-3, seed=seed + 1)
-    out["pruned_acc"] = accuracy(student, data[2], data[3])
-    out["student_sparsity"] = compress.sparsity(student)["total"]
-    compress.remove_pruning(student)
-    out["teacher_params"] = sum(p.numel() for p in teacher.parameters())
-    out["student_nonzero_params"] = sum(int((p != 0).sum()) for p in student.parameters())
-    out["teacher_bytes"] = model_size(teacher)
-    out["pruned_bytes"] = model_size(student)  # pruned weights are stored as bitmask + nonzeros
-    quantized = compress.quantize(student, calibration=[data[0][:256]])
-    out["int8_acc"] = accuracy(quantized, data[2], data[3])
+    np.random.seed(seed)
+
+
+def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[str, float]]:
+    """Every row of the report for one seed: ``{row: {"accuracy", "params", "bytes", "latency_ms",
+    "torch_latency_ms"}}``."""
+    _seed_all(seed)
+    x_tr, y_tr, x_te, y_te = load_digits_split(seed)
+    x_lat = x_te[:LATENCY_BATCH].repeat(math.ceil(LATENCY_BATCH / len(x_te)), 1)[:LATENCY_BATCH]
+    rows: Dict[str, Dict[str, float]] = {}
+
+    def record(name: str, model: nn.Module, *, fast: Optional[nn.Module] = None, peer: Optional[nn.Module] = None,
+               nbytes: Optional[int] = None) -> None:
+        """``fast``: the model as fastdistill runs it (default ``model``); ``peer``: plain torch's equivalent."""
+        fast = fast if fast is not None else model
+        peer = peer if peer is not None else fast
+        rows[name] = {"accuracy": accuracy(fast, x_te, y_te), "params": float(_nonzero_params(model)),
+                      "bytes": float(nbytes if nbytes is not None else model_size(model)),
+                      "latency_ms": _latency(fast, x_lat), "torch_latency_ms": _latency(peer, x_lat)}
+
+    train = digits_loader(x_tr, y_tr, seed)
+    teacher = mlp(TEACHER_WIDTH)
+    train_alone(teacher, train, epochs, lr=3e-3)
+    record("teacher", teacher)
+
+    alone = mlp(STUDENT_WIDTH, depth=1)
+    init = copy.deepcopy(alone.state_dict())  # every student row starts from the same weights
+    train_alone(alone, train, epochs, lr=3e-3)
+    record("student alone", alone)
+
+    kd = KDLoss(temperature=4.0, alpha=0.5)  # the Distiller's default loss
+    distilled = mlp(STUDENT_WIDTH, depth=1)
+    distilled.load_state_dict(init)
+    Distiller(teacher, distilled, loss=kd, lr=3e-3).fit(train, epochs, progress=progress)
+    record("distilled", distilled)
+
+    featured = mlp(STUDENT_WIDTH, depth=1)
+    featured.load_state_dict(init)
+    Distiller(teacher, featured, loss=kd, lr=3e-3, features={"1": "3"}, feature_loss="cosine").fit(
+        train, epochs, progress=progress)
+    record("distilled + features", featured)
+
+    # label-scarce: 10% of the labels
+    few = _labeled_subset(y_tr, LABELED_FRACTION, seed)
+    few_loader = digits_loader(x_tr[few], y_tr[few], seed)
+    scarce_epochs = epochs * 3  # the same number of optimizer steps as a pass over all labels takes, roughly
+    scarce_alone = mlp(STUDENT_WIDTH, depth=1)
+    scarce_alone.load_state_dict(init)
+    train_alone(scarce_alone, few_loader, scarce_epochs, lr=3e-3)
+    record("10% labels: alone", scarce_alone)
+    scarce_kd = mlp(STUDENT_WIDTH, depth=1)
+    scarce_kd.load_state_dict(init)
+    Distiller(teacher, scarce_kd, loss=kd, mode="pretrain", lr=3e-3).fit(digits_loader(x_tr, None, seed), epochs,
+                                                                          progress=progress)
+    Distiller(teacher, scarce_kd, loss=kd, mode="finetune").fit(few_loader, scarce_epochs, progress=progress)
+    record("10% labels: pretrain + finetune", scarce_kd)
+
+    # (the data step - coresets, PCA, feature selection - adds its rows here)
+
+    pruned = copy.deepcopy(distilled)
+    steps = epochs * len(train)
+    Distiller(teacher, pruned, loss=kd, lr=2e-3, callbacks=[
+        GradualPruning(SPARSITY, start=0, end=steps // 2, every=max(1, steps // 30)),
+        QuantizationAware(bits=8)]).fit(train, epochs, progress=progress)
+    compress.remove_pruning(pruned)
+    sparse = copy.deepcopy(pruned)
+    compress.sparsify(sparse, batch_size=LATENCY_BATCH)
+    record(f"{SPARSITY:.0%} pruned", pruned, fast=sparse, peer=pruned)
+
+    int8 = compress.quantize(pruned)
+    peer = torch.ao.quantization.quantize_dynamic(copy.deepcopy(pruned), {nn.Linear}, dtype=torch.qint8)
+    record(f"{SPARSITY:.0%} pruned + int8", pruned, fast=int8, peer=peer, nbytes=model_size(int8))
+
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "student.fd")
-        save(quantized, path)
-        out["int8_file_bytes"] = os.path.getsize(path)
-        reloaded = load(path, copy.deepcopy(mlp(64, depth=1)))
-    out["reloaded_acc"] = accuracy(reloaded, data[2], data[3])
-    out["seconds"] = time.perf_counter() - t0
-    return out
+        save(int8, path)
+        size = os.path.getsize(path)
+        reloaded = load(path, mlp(STUDENT_WIDTH, depth=1))
+    record("saved file, reloaded", pruned, fast=reloaded, peer=peer, nbytes=size)
+    return rows
 
 
-def main(quick: bool = False) -> int:
-    m = run(quick=quick)
-    print("fastdistill demo: distill + prune an MLP student on scikit-learn digits (1797 8x8 images)")
-    print(f"  teacher  MLP 64-256-256-10   params {m['teacher_params']:>7}  test accuracy {m['teacher_acc']:.3f}")
-    print(f"  student  MLP 64-64-10 (KD)   params {m['student_params']:>7}  test accuracy {m['student_acc']:.3f}")
-    print(f"  pruned   {m['student_sparsity']:.0%} of student weights  nonzero {m['student_nonzero_params']:>5}  "
-          f"accuracy {m['pruned_acc_before_finetune']:.3f} -> {m['pruned_acc']:.3f} after KD fine-tuning")
-    print(f"  int8     Int8Linear student                  accuracy {m['int8_acc']:.3f}; reloaded from its "
-          f"{m['int8_file_bytes']} B file: {m['reloaded_acc']:.3f}")
-    print(f"  stored   teacher {m['teacher_bytes']} B -> pruned fp32 student {m['pruned_bytes']} B -> "
-          f"pruned int8 student {m['int8_file_bytes']} B (file, with its header)")
-    print(f"  total {m['seconds']:.1f} s")
+def _summary(values: List[float]) -> Dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(seeds: int = 3, quick: bool = False, progress: bool = False, threads: int = 1) -> Dict[str, Any]:
+    """The report: per row, each metric's mean, std and per-seed values over ``seeds`` seeds (0, 1, ...), run on
+    ``threads`` torch threads (default 1: on models this small, more threads cost more in wake-ups than they
+    save)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds: expected an int >= 1, got {seeds!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected an int >= 1, got {threads!r}")
+    epochs = 8 if quick else 30
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        per_seed = [run_seed(s, epochs, progress) for s in range(seeds)]
+    finally:
+        torch.set_num_threads(before)
+    rows = []
+    for name in per_seed[0]:
+        row: Dict[str, Any] = {"name": name}
+        for metric in per_seed[0][name]:
+            row[metric] = _summary([r[name][metric] for r in per_seed])
+        rows.append(row)
+    return {"seeds": seeds, "quick": quick, "epochs": epochs, "threads": threads,
+            "latency_batch": LATENCY_BATCH, "rows": rows,
+            "seconds": {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}}
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n:.0f} B"
+
+
+def table(report: Dict[str, Any]) -> str:
+    lines = [f"{'':34s} {'accuracy':>15s} {'params':>8s} {'bytes':>10s} {'batch ' + str(report['latency_batch']):>22s}",
+             f"{'':34s} {'mean +- std':>15s} {'':>8s} {'':>10s} {'fastdistill / torch ms':>22s}"]
+    for r in report["rows"]:
+        acc = r["accuracy"]
+        lines.append(f"  {r['name']:32s} {acc['mean']:.3f} +- {acc['std']:.3f} {r['params']['mean']:8.0f} "
+                     f"{_fmt_bytes(r['bytes']['mean']):>10s} {r['latency_ms']['mean']:10.3f} / "
+                     f"{r['torch_latency_ms']['mean']:.3f}")
+    return "\n".join(lines)
+
+
+def _plot(report: Dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in report["rows"]:
+        ax.errorbar(r["bytes"]["mean"], 100 * r["accuracy"]["mean"], yerr=100 * r["accuracy"]["std"], fmt="o",
+                    capsize=3, label=r["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (bytes, as fastdistill.save stores it)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"digits: accuracy vs size ({report['seeds']} seeds, mean +- std)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def write_outputs(report: Dict[str, Any], out: str) -> List[str]:
+    """Writes ``report.json`` and, with matplotlib installed, ``accuracy_vs_size.png`` to ``out``, each atomically.
+    Returns the paths written."""
+    os.makedirs(out, exist_ok=True)
+    written = []
+    path = os.path.join(out, "report.json")
+    atomic_write(path, lambda tmp: _write_text(tmp, json.dumps(report, indent=1)))
+    written.append(path)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("  (no PNG: matplotlib is not installed; pip install 'fastdistill[plot]')")
+        return written
+    path = os.path.join(out, "accuracy_vs_size.png")
+    atomic_write(path, lambda tmp: _plot(report, tmp))
+    written.append(path)
+    return written
+
+
+def main(quick: bool = False, seeds: int = 3, out: Optional[str] = "fastdistill-demo", threads: int = 1,
+         progress: bool = False) -> int:
+    try:
+        if out:
+            os.makedirs(out, exist_ok=True)  # fail now, not after the run
+            if not os.access(out, os.W_OK):
+                raise PermissionError(f"--out: cannot write to {out!r}")
+        print(f"fastdistill demo: digits (1797 8x8 images), {seeds} seed(s){', quick' if quick else ''}, "
+              f"{threads} thread(s)", flush=True)
+        report = run(seeds=seeds, quick=quick, progress=progress, threads=threads)
+        print(table(report))
+        sec = report["seconds"]
+        print(f"  {sec['wall']:.1f} s wall, {sec['cpu']:.1f} s CPU")
+        if out:
+            for path in write_outputs(report, out):
+                print(f"  wrote {path}")
+    except Exception as exc:  # the command's contract: a clear message and a non-zero exit, no traceback
+        print(f"fastdistill demo: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -58,7 +58,7 @@ def _chunked_pass(hs: Tensor, ws: Tensor, bs: Optional[Tensor], ht: Tensor, wt: 
         s = F.linear(h, ws, bs)
         t = F.linear(ht[start:stop], wt, bt)
         loss, g = dispatch("kd_loss", s, t, None if y is None else y[start:stop], opt.temperature, opt.alpha,
-                           opt.divergence, opt.beta, opt.ignore_index, opt.scale, False, want_grad)
+                           opt.divergence, opt.beta, opt.ignore_index, opt.scale, False, "none", want_grad)
         row_loss[start:stop] = loss
         del s, t  # free before the GEMMs below, and g at the end: the next chunk's logits must not meet them
         if not want_grad:

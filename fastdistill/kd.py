@@ -22,6 +22,7 @@ DIVERGENCES = ("kl", "reverse_kl", "jsd")
 REDUCTIONS = ("batchmean", "mean", "sum", "none")
 SPARSE_VALUES = ("logits", "log_probs", "probs")
 SPARSE_TAILS = ("none", "bucket")
+WEIGHTINGS = ("none", "info_entropy")
 
 
 def _real(value: object, name: str) -> float:
@@ -99,8 +100,9 @@ def kd_loss(
     ignore_index: int = -100,
     reduction: str = "batchmean",
     teacher_log_probs: bool = False,
+    weighting: str = "none",
 ) -> ArrayLike:
-    r"""Distillation loss ``alpha * T^2 * D(p_t || p_s) + (1 - alpha) * CE(student_logits, target)`` per row.
+    r"""Distillation loss ``alpha * T^2 * w * D(p_t || p_s) + (1 - alpha) * CE(student_logits, target)`` per row.
 
     ``p_s = softmax(student_logits / T)``, ``p_t = softmax(teacher_logits / T)`` (or ``exp(teacher_logits)`` when
     ``teacher_log_probs``: the teacher is then taken as already-tempered log-probabilities and used as given), and
@@ -109,6 +111,12 @@ def kd_loss(
     * ``divergence="kl"``: ``KL(p_t || p_s)``; ``"reverse_kl"``: ``KL(p_s || p_t)``; ``"jsd"``: the generalised
       Jensen-Shannon divergence ``beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)`` with
       ``m = beta * p_t + (1 - beta) * p_s``, ``0 < beta < 1`` (``beta = 0.5`` is the symmetric JSD).
+    * ``weighting``: the per-row weight ``w`` of the distillation term. ``"none"`` (default): ``w = 1``.
+      ``"info_entropy"``: rows weighted by the teacher's confidence, ``u_r = 1 - H(p_t) / log V`` with
+      ``H(p_t) = -sum_j p_t,j log p_t,j`` the entropy of the teacher distribution the divergence uses (at
+      temperature ``T``; ``u = 1`` when ``V = 1``), normalised over the call's rows that count (not ignored):
+      ``w_r = u_r * N / sum_r u_r`` (mean weight 1; all 0 when every ``u_r`` is 0). The weights depend on the
+      teacher only, so no gradient flows through them; with ``reduction="none"`` the row losses include them.
     * ``target``: class indices of shape ``student_logits.shape[:-1]``, or None (no CE term: distillation on
       unlabeled data; then ``alpha`` must be > 0). Rows whose target is ``ignore_index`` contribute nothing: loss
       0, gradient 0, for both terms.
@@ -146,11 +154,12 @@ def kd_loss(
     divergence, beta = check_divergence(divergence, beta)
     if not isinstance(teacher_log_probs, bool):
         raise TypeError(f"teacher_log_probs: expected a bool, got {type(teacher_log_probs).__name__}")
+    weighting = _choice(weighting, WEIGHTINGS, "weighting")
     temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, s.shape[:-1], s.shape[-1], s.device, ignore_index, alpha)
     compute_grad = torch.is_grad_enabled() and s.requires_grad
     loss = _ops.call("kd_loss", s, t.detach(), y, temperature, alpha, divergence, beta, int(ignore_index),
-                     reduction, teacher_log_probs, compute_grad, autograd=compute_grad)[0]
+                     reduction, teacher_log_probs, weighting, compute_grad, autograd=compute_grad)[0]
     return _result(loss, student_logits, reduction)
 
 

@@ -128,7 +128,7 @@ def test_digits_mlp_accuracy():
     data = demo.load_digits_split(0)
     torch.manual_seed(0)
     model = demo.mlp(128)
-    demo.train(model, data, epochs=8)
+    demo.train_alone(model, demo.digits_loader(data[0], data[1], 0), epochs=8, lr=3e-3)
     x_te, y_te = data[2], data[3]
     fp32 = demo.accuracy(model, x_te, y_te)
     ours = demo.accuracy(fd.compress.quantize(model), x_te, y_te)

@@ -50,16 +50,6 @@ def test_cli_bench_quick_json(tmp_path):
     assert rows and all(r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
 
 
-def test_demo_quick():
-    from fastdistill.demo import run
-
-    m = run(quick=True)
-    assert m["teacher_acc"] > 0.9 and m["pruned_acc"] > 0.8
-    assert abs(m["student_sparsity"] - 0.8) < 0.01
-    assert m["int8_acc"] > 0.8 and m["reloaded_acc"] == m["int8_acc"]
-    assert m["int8_file_bytes"] < m["pruned_bytes"] < m["teacher_bytes"] / 20
-
-
 def test_set_backend_and_env(tmp_path):
     before = fd.get_backend()
     fd.set_backend("python")

@@ -26,8 +26,9 @@ def skip_unless_served(*dtypes: torch.dtype) -> None:
 
 
 def oracle(s, t, y, *, temperature=1.0, alpha=0.5, divergence="kl", beta=0.5, ignore_index=-100,
-           reduction="batchmean", teacher_log_probs=False, grad_output=None):
-    """Float64 loss and d(loss . grad_output)/ds by autograd, from torch's own kl_div / cross_entropy."""
+           reduction="batchmean", teacher_log_probs=False, grad_output=None, row_weights=None):
+    """Float64 loss and d(loss . grad_output)/ds by autograd, from torch's own kl_div / cross_entropy.
+    ``row_weights(teacher log-probabilities)``: per-row weights of the divergence, if given."""
     s64 = s.detach().double().requires_grad_()
     T = temperature
     ls = F.log_softmax(s64 / T, -1)
@@ -44,6 +45,8 @@ def oracle(s, t, y, *, temperature=1.0, alpha=0.5, divergence="kl", beta=0.5, ig
     else:
         lm = torch.logaddexp(lp + math.log(beta), ls + math.log(1 - beta))
         d = beta * kl(lp, lm) + (1 - beta) * kl(ls, lm)
+    if row_weights is not None:
+        d = row_weights(lp) * d
     return with_ce_reduced(s64, alpha * T * T * d, y, alpha=alpha, ignore_index=ignore_index, reduction=reduction,
                            grad_output=grad_output)
 
@@ -233,7 +236,7 @@ def test_opcheck(backend, gen, reduction):
     t = logits((4, 3, 33), gen, dtype).to(backend)
     y = targets((4, 3, 33), 33, gen).to(backend)
     for divergence, target in (("kl", y), ("jsd", None)):
-        args = (s, t, target, 2.0, 0.5, divergence, 0.5, -100, reduction, False, True)
+        args = (s, t, target, 2.0, 0.5, divergence, 0.5, -100, reduction, False, "none", True)
         torch.library.opcheck(_ops.kd_loss, args)
 
 
@@ -314,4 +317,4 @@ def test_op_rejects_out_of_range_targets_on_every_backend(backend, gen):
     for bad in (10, -3):
         y = torch.tensor([1, bad, 2, -100], device=backend)
         with pytest.raises((ValueError, RuntimeError), match="target|index|out of"):
-            _ops.kd_loss(s, t, y, 2.0, 0.5, "kl", 0.5, -100, "sum", False, True)
+            _ops.kd_loss(s, t, y, 2.0, 0.5, "kl", 0.5, -100, "sum", False, "none", True)

@@ -4,6 +4,7 @@ gradient); extreme temperatures and logits match an exact (60-digit) computation
 choice is process-wide; empty batches work; arguments are named in errors. docs/errors.md is the user-facing table."""
 from __future__ import annotations
 
+import builtins
 import copy
 import io
 import os
@@ -401,7 +402,7 @@ def test_row10_save_is_atomic(tmp_path, monkeypatch):
     assert calls["n"] == 1 and path.read_bytes() == old, "the old checkpoint must survive a failed save"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.fd"], "no partial/temporary file left behind"
 
-    real_fdopen = os.fdopen
+    real_open = builtins.open
 
     class Midway:  # the file handle save writes to: the first chunk goes to disk, then the write fails
         def __init__(self, fh):
@@ -419,7 +420,11 @@ def test_row10_save_is_atomic(tmp_path, monkeypatch):
                 raise KeyboardInterrupt  # even an interrupt halfway leaves no partial file
             return self.fh.write(data)
 
-    monkeypatch.setattr(os, "fdopen", lambda fd_, mode: Midway(real_fdopen(fd_, mode)))
+    def midway_open(file, mode="r", *args, **kwargs):  # the new file's handle; reads stay as they are
+        fh = real_open(file, mode, *args, **kwargs)
+        return Midway(fh) if "x" in mode or "w" in mode else fh
+
+    monkeypatch.setattr(builtins, "open", midway_open)
     with pytest.raises(KeyboardInterrupt):
         fd.save(nn.Linear(8, 8), path)
     monkeypatch.undo()
@@ -539,7 +544,7 @@ def test_rows_1_2_generalised_kd_ops_check_what_kernels_index(backend, gen):
     op body refuses them before any kernel indexes a row."""
     s, t = torch.randn(4, 10, generator=gen), torch.randn(4, 10, generator=gen)
     with pytest.raises(ValueError, match="target"):
-        _ops.call("kd_loss", s, t, torch.zeros(2, dtype=torch.long), 1.0, 0.5, "kl", 0.5, -100, "sum", False, False)
+        _ops.call("kd_loss", s, t, torch.zeros(2, dtype=torch.long), 1.0, 0.5, "kl", 0.5, -100, "sum", False, "none", False)
     idx, val = torch.zeros(2, 3, dtype=torch.long), torch.full((2, 3), 0.1)
     with pytest.raises(ValueError, match="teacher_indices"):
         _ops.call("sparse_kd_loss", s, idx, val, None, None, 1.0, 1.0, "probs", "none", -100, "sum", False)

@@ -70,7 +70,8 @@ void check_shared(Problem& P, const py::array& student, const py::object& target
 
 void kd_loss_py(const py::array& student, const py::object& teacher, const py::object& target, double temperature,
                 double alpha, int divergence, double beta, int64_t ignore_index, double scale,
-                bool teacher_log_probs, const py::object& grad, const py::array& row_loss, int nthreads) {
+                bool teacher_log_probs, const py::object& grad, const py::array& row_loss, int nthreads,
+                int weighting) {
   if (divergence < 0 || divergence > 3)
     throw py::value_error("divergence: expected 0 (kl), 1 (reverse_kl), 2 (jsd) or 3 (none), got " +
                           std::to_string(divergence));
@@ -92,6 +93,7 @@ void kd_loss_py(const py::array& student, const py::object& teacher, const py::o
   check_shared(P, student, target, grad, row_loss, temperature, alpha, ignore_index, scale, keep);
   P.beta = static_cast<float>(beta);
   P.t_logp = teacher_log_probs;
+  P.weighting = weighting;
   py::gil_scoped_release nogil;
   kd_loss(P, nthreads);
 }
@@ -134,10 +136,12 @@ void bind_kd(py::module_& m) {
   m.def("kd_loss", &kd_loss_py, py::arg("student"), py::arg("teacher"), py::arg("target"), py::arg("temperature"),
         py::arg("alpha"), py::arg("divergence"), py::arg("beta"), py::arg("ignore_index"), py::arg("scale"),
         py::arg("teacher_log_probs"), py::arg("grad"), py::arg("row_loss"), py::arg("nthreads") = 1,
+        py::arg("weighting") = 0,
         "Fused distillation loss over (rows, V) float arrays (float32, float16, or uint16 holding bfloat16 bits): "
-        "writes the unscaled per-row losses alpha*T^2*D(p_t||p_s) + (1-alpha)*CE into row_loss (float32) and, "
+        "writes the unscaled per-row losses alpha*T^2*w*D(p_t||p_s) + (1-alpha)*CE into row_loss (float32) and, "
         "when grad is given, scale * their gradient w.r.t. the student (student's dtype). divergence: 0 kl, "
-        "1 reverse_kl, 2 jsd, 3 none (cross-entropy only).");
+        "1 reverse_kl, 2 jsd, 3 none (cross-entropy only). weighting: 0 (w = 1) or 1 (info_entropy: "
+        "w = (1 - H(p_t)/log V) normalised to mean 1 over the rows not ignored).");
   m.def("sparse_kd_loss", &sparse_kd_loss_py, py::arg("student"), py::arg("indices"), py::arg("values"),
         py::arg("sampling_probs"), py::arg("target"), py::arg("temperature"), py::arg("alpha"), py::arg("kind"),
         py::arg("bucket"), py::arg("ignore_index"), py::arg("scale"), py::arg("grad"), py::arg("row_loss"),

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu/huge_pages.h"
 
@@ -51,7 +52,32 @@ void kd_loss(const KdProblem& P, int nthreads) {
   if (P.div == Divergence::JSD && !(P.beta > 0 && P.beta < 1))
     throw std::invalid_argument("beta: expected a value in (0, 1), got " + std::to_string(P.beta));
   if (P.grad) advise_huge_pages(P.grad, P.rows * P.V * dtype_size(P.ds));
-  run_rows(P, leaves<KdLeaves>().kd_rows, nthreads);
+  if (P.weighting == 0 || P.div == Divergence::None) {
+    run_rows(P, leaves<KdLeaves>().kd_rows, nthreads);
+    return;
+  }
+  if (P.weighting != 1) throw std::invalid_argument("weighting: expected 0 (none) or 1 (info_entropy)");
+  // info_entropy: the teacher's normalisers and confidences of every row first (the teacher pass kd_rows would
+  // make), their normalisation to mean 1 over the rows that count, then kd_rows with both given.
+  std::vector<double> t_norm(P.t_logp ? 0 : 2 * P.rows);
+  std::vector<float> conf(P.rows);
+  const auto entropy = leaves<KdLeaves>().teacher_entropy_rows;
+  double* tn = t_norm.data();
+  float* cf = conf.data();
+  run_rows(P, [entropy, tn, cf](const KdProblem& Q, int64_t r0, int64_t r1) { entropy(Q, r0, r1, tn, cf); },
+           nthreads);
+  double total = 0.0;
+  int64_t counted = 0;
+  for (int64_t r = 0; r < P.rows; ++r) {
+    total += conf[r];
+    counted += !P.target || P.target[r] != P.ignore_index;
+  }
+  const double factor = total > 0.0 ? static_cast<double>(counted) / total : 0.0;
+  for (float& c : conf) c = static_cast<float>(c * factor);
+  KdProblem Q = P;
+  Q.t_norm = P.t_logp ? nullptr : tn;
+  Q.kd_weight = cf;
+  run_rows(Q, leaves<KdLeaves>().kd_rows, nthreads);
 }
 
 void sparse_kd_loss(const SparseKdProblem& P, int nthreads) {

@@ -21,9 +21,15 @@ struct KdProblem {
   bool t_logp;             // teacher given as log-probabilities: no temperature, no normalisation
   void* grad;              // d(scale * row_loss)/d(student), rows x V in dtype ds; null when not wanted
   float* row_loss;         // rows unscaled per-row losses
+  int weighting;           // 0: none; 1: info_entropy (the driver fills t_norm and kd_weight, see kd.h)
+  const double* t_norm;    // rows x (m, lz) of the teacher's log-softmax, precomputed; or null (computed per row)
+  const float* kd_weight;  // rows weights of the divergence term; or null (weight 1)
 };
 
 using KdRowsFn = void (*)(const KdProblem&, int64_t, int64_t);
+// Rows [r0, r1): the teacher's (m, lz) into t_norm (rows x 2; untouched for log-probability teachers) and its
+// confidence 1 - H / log V into conf (0 for ignored rows).
+using KdTeacherEntropyFn = void (*)(const KdProblem&, int64_t, int64_t, double* t_norm, float* conf);
 
 // The teacher given sparsely: per row K entries (index, value), see fastdistill.sparse_kd_loss.
 enum class SparseValues : int { Logits = 0, LogProbs = 1, Probs = 2 };
@@ -50,6 +56,7 @@ using SparseKdRowsFn = void (*)(const SparseKdProblem&, int64_t, int64_t);
 struct KdLeaves {
   KdRowsFn kd_rows;                // rows [r0, r1) of a KdProblem
   SparseKdRowsFn sparse_kd_rows;  // rows [r0, r1) of a SparseKdProblem
+  KdTeacherEntropyFn teacher_entropy_rows;  // info_entropy's first pass over the teacher
 };
 
 FD_DECLARE_TIER_LEAVES(KdLeaves)

@@ -582,7 +582,8 @@ static void kd_row_precise(const KdProblem& P, int64_t r, const void* srow, cons
     });
     d = P.div == Divergence::ReverseKL ? sum_qr : beta * kl_pm + (1.0 - beta) * kl_qm;
   }
-  double loss = static_cast<double>(P.alpha) * tau * tau * d;
+  const double wr = P.kd_weight ? P.kd_weight[r] : 1.0;  // the row's divergence weight
+  double loss = static_cast<double>(P.alpha) * tau * tau * wr * d;
   if (ce) {
     float buf;
     loss += (1.0 - P.alpha) * (lz1 - (static_cast<double>(*load_chunk(srow, P.ds, y, 1, &buf)) - o1.m));
@@ -590,7 +591,7 @@ static void kd_row_precise(const KdProblem& P, int64_t r, const void* srow, cons
   P.row_loss[r] = static_cast<float>(loss);
   if (!grow) return;
   const double jsd_factor = P.div == Divergence::JSD ? 1.0 - beta : 1.0;
-  const double ckd = static_cast<double>(P.scale) * P.alpha * tau * jsd_factor;
+  const double ckd = static_cast<double>(P.scale) * P.alpha * tau * jsd_factor * wr;
   const double cce = ce ? static_cast<double>(P.scale) * (1.0 - P.alpha) : 0.0;
   for_chunks(V, [&](int64_t off, int64_t n) {
     const float* xs = load_chunk(srow, P.ds, off, n, bs);
@@ -629,26 +630,29 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
   const int t1 = t1_mode(ce, P.temperature, grow != nullptr);
   const float inv_t = 1.0f / P.temperature;
 
+  const bool t_online = kd && !P.t_logp && !P.t_norm;  // else the teacher's normaliser is given, or not needed
   Online os, ot;
   for_chunks(V, [&](int64_t off, int64_t n) {
     os.add(load_chunk(srow, P.ds, off, n, bs), n, inv_t, t1);
-    if (kd && !P.t_logp) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, kSame);
+    if (t_online) ot.add(load_chunk(trow, P.dt, off, n, bt), n, inv_t, kSame);
   });
   RowCtx c = student_row_ctx(P, srow, grow, y, ce, t1, os.m, inv_t, os.z, os.z1);
   c.t = trow;
   c.dt = P.dt;
-  const bool t_norm = kd && !P.t_logp;  // the teacher is normalised here, at the student's temperature
-  const double lzt = t_norm ? std::log(ot.z) : 0.0;
-  c.lp = t_norm ? LogSoftmax{ot.m, inv_t, static_cast<float>(lzt)} : LogSoftmax{0.0f, 1.0f, 0.0f};
+  const bool t_normalised = kd && !P.t_logp;  // the teacher is normalised at the student's temperature
+  const double lzt = !t_normalised ? 0.0 : t_online ? std::log(ot.z) : P.t_norm[2 * r + 1];
+  const float mt = !t_normalised ? 0.0f : t_online ? ot.m : static_cast<float>(P.t_norm[2 * r]);
+  c.lp = t_normalised ? LogSoftmax{mt, inv_t, static_cast<float>(lzt)} : LogSoftmax{0.0f, 1.0f, 0.0f};
   const float jsd_factor = P.div == Divergence::JSD ? 1.0f - P.beta : 1.0f;
-  c.ckd = P.scale * P.alpha * P.temperature * jsd_factor;
+  const float w = P.kd_weight ? P.kd_weight[r] : 1.0f;
+  c.ckd = P.scale * P.alpha * P.temperature * jsd_factor * w;
   c.beta = P.beta;
   c.dz = lzt - c.lzs;
 
   const double d = t1 == kSquare ? divergence_and_grad<kSquare>(P, c, bs, bt, bg)
                    : t1 == kExp  ? divergence_and_grad<kExp>(P, c, bs, bt, bg)
                                  : divergence_and_grad<kSame>(P, c, bs, bt, bg);
-  double loss = static_cast<double>(P.alpha) * P.temperature * P.temperature * d;
+  double loss = static_cast<double>(P.alpha) * P.temperature * P.temperature * w * d;
   if (ce) {
     float buf;
     const float sy = *load_chunk(srow, P.ds, y, 1, &buf);
@@ -660,6 +664,69 @@ static void kd_row(const KdProblem& P, int64_t r, float* bs, float* bt, float* b
 void kd_rows(const KdProblem& P, int64_t r0, int64_t r1) {
   alignas(64) float bs[kChunk], bt[kChunk], bg[kChunk];
   for (int64_t r = r0; r < r1; ++r) kd_row(P, r, bs, bt, bg);
+}
+
+// info_entropy's pass over the teacher (the pass kd_row would make anyway, done first for every row so the
+// weights can be normalised over the batch before any gradient is written): the online max m and sums
+// z = sum e, za = sum e a with a = (u - m) / tau, e = exp(a); lz = log z and the entropy H = lz - za / z. A chunk
+// that raises the max by d rescales both: z' = z e^-d, za' = (za - d z) e^-d. Log-probability teachers:
+// H = -sum exp(u) u.
+void teacher_entropy_rows(const KdProblem& P, int64_t r0, int64_t r1, double* t_norm, float* conf) {
+  alignas(64) float bt[kChunk];
+  const float inv_t = 1.0f / P.temperature;
+  const double log_v = std::log(static_cast<double>(P.V));
+  for (int64_t r = r0; r < r1; ++r) {
+    if (P.target && P.target[r] == P.ignore_index) {
+      conf[r] = 0.0f;
+      continue;
+    }
+    const void* trow = static_cast<const char*>(P.t) + r * P.V * elem_size(P.dt);
+    double h = 0.0;
+    if (P.t_logp) {
+      for_chunks(P.V, [&](int64_t off, int64_t n) {
+        const float* x = load_chunk(trow, P.dt, off, n, bt);
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < n; ++i) {
+          const float p = fexp(x[i]);
+          acc += p > 0.0f ? p * x[i] : 0.0f;
+        }
+        h -= acc;
+      });
+    } else {
+      float m = kNegInf;
+      double z = 0.0, za = 0.0;
+      for_chunks(P.V, [&](int64_t off, int64_t n) {
+        const float* x = load_chunk(trow, P.dt, off, n, bt);
+        float cm = kNegInf;
+#pragma omp simd reduction(max : cm)
+        for (int64_t i = 0; i < n; ++i) cm = x[i] > cm ? x[i] : cm;
+        if (cm > m) {
+          const double d = (static_cast<double>(cm) - m) * inv_t;  // inf on the first chunk: z = za = 0 then
+          const double f = m == kNegInf ? 0.0 : std::exp(-d);
+          za = m == kNegInf ? 0.0 : (za - d * z) * f;
+          z *= f;
+          m = cm;
+        }
+        float a_sum = 0, e_sum = 0;
+#pragma omp simd reduction(+ : a_sum, e_sum)
+        for (int64_t i = 0; i < n; ++i) {
+          const float a = (x[i] - m) * inv_t;
+          const float e = fexp(a);
+          e_sum += e;
+          a_sum += e > 0.0f ? e * a : 0.0f;
+        }
+        z += e_sum;
+        za += a_sum;
+      });
+      const double lz = std::log(z);
+      t_norm[2 * r] = m;
+      t_norm[2 * r + 1] = lz;
+      h = lz - za / z;
+    }
+    const double u = P.V > 1 ? 1.0 - h / log_v : 1.0;
+    conf[r] = static_cast<float>(u < 0.0 ? 0.0 : (u > 1.0 ? 1.0 : u));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -913,7 +980,7 @@ void sparse_kd_rows(const SparseKdProblem& P, int64_t r0, int64_t r1) {
 
 template <>
 const KdLeaves& tier_leaves<KdLeaves, FD_TIER_SIMD>() {
-  static constexpr KdLeaves t{FD_TIER_NS::kd_rows, FD_TIER_NS::sparse_kd_rows};
+  static constexpr KdLeaves t{FD_TIER_NS::kd_rows, FD_TIER_NS::sparse_kd_rows, FD_TIER_NS::teacher_entropy_rows};
   return t;
 }
 }  // namespace fd

@@ -3,6 +3,8 @@ from .io import load, model_size, save
 from .neurons import prune_neurons
 from .prune import prune, remove_pruning, restore_masks, sparsity
 from .quantize import quantize
+from .schedule import GradualPruner
 from .sparsify import sparsify
 
-__all__ = ["load", "model_size", "prune", "prune_neurons", "quantize", "remove_pruning", "restore_masks", "save", "sparsify", "sparsity"]
+__all__ = ["GradualPruner", "load", "model_size", "prune", "prune_neurons", "quantize", "remove_pruning",
+           "restore_masks", "save", "sparsify", "sparsity"]

@@ -49,13 +49,13 @@ import os
 import re
 import struct
 import sys
-import uuid
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from .._files import atomic_write
 from ..formats.csr import check_components, columns
 from ..nn import Int8Linear, SparseLinear
 from ..quantization import QuantizedTensor
@@ -277,41 +277,13 @@ def _write(path: Union[str, os.PathLike], tensors: Dict[str, torch.Tensor], meta
     header["__metadata__"] = {**metadata, "sha256": hashlib.sha256(data).hexdigest()}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    _write_atomically(path, (struct.pack("<Q", len(text)), text, data))
+    atomic_write(path, lambda tmp: _write_chunks(tmp, (struct.pack("<Q", len(text)), text, data)))
 
 
-def _write_atomically(path: Union[str, os.PathLike], chunks: Tuple[bytes, ...]) -> None:
-    """Writes ``chunks`` to ``path`` through a temporary file in the same directory, flushed and fsynced, then
-    renamed over ``path``: readers (and a crash) see the old file or the whole new one, never a partial one."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    # O_EXCL: never clobber anything; mode 0o666 filtered by the umask, as open(path, "wb") would create it
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        try:
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+def _write_chunks(path: str, chunks: Tuple[bytes, ...]) -> None:
+    with open(path, "xb") as fh:  # "x": never clobber anything
+        for chunk in chunks:
+            fh.write(chunk)
 
 
 def _parse_json(text: Union[bytes, str], what: str) -> Any:

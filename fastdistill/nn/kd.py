@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..fused_linear_kd import fused_linear_kd_loss
-from ..kd import check_divergence, check_options, kd_loss
+from ..kd import WEIGHTINGS, check_divergence, check_options, kd_loss
 
 
 class _KDOptions(torch.nn.Module):
@@ -40,15 +40,21 @@ class KDLoss(_KDOptions):
     """
 
     def __init__(self, temperature: float = 1.0, alpha: float = 0.5, divergence: str = "kl", beta: float = 0.5,
-                 ignore_index: int = -100, reduction: str = "batchmean", teacher_log_probs: bool = False):
+                 ignore_index: int = -100, reduction: str = "batchmean", teacher_log_probs: bool = False,
+                 weighting: str = "none"):
         super().__init__(temperature, alpha, divergence, beta, ignore_index, reduction)
         if not isinstance(teacher_log_probs, bool):
             raise TypeError(f"teacher_log_probs: expected a bool, got {type(teacher_log_probs).__name__}")
-        self.teacher_log_probs = teacher_log_probs
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+        self.teacher_log_probs, self.weighting = teacher_log_probs, weighting
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor] = None) -> Tensor:
         return kd_loss(student_logits, teacher_logits, target, teacher_log_probs=self.teacher_log_probs,
-                       **self._options())
+                       weighting=self.weighting, **self._options())
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", weighting={self.weighting!r}" if self.weighting != "none" else "")
 
 
 class FusedLinearKDLoss(_KDOptions):

@@ -21,16 +21,19 @@ def _supports(student: Tensor, teacher: Optional[Tensor], *args) -> Optional[str
     return None
 
 
+WEIGHTING_CODES = {"none": 0, "info_entropy": 1}
+
+
 @register_kernel("kd_loss", "native", supports=_supports)
 def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, scale: float, teacher_log_probs: bool,
-            compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+            weighting: str, compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
     row_loss = torch.empty(student.shape[0], dtype=torch.float32)
     grad = torch.empty(student.shape, dtype=student.dtype) if compute_grad else None
     _C.kd_loss(float_array(student), None if teacher is None else float_array(teacher),
                None if target is None else target.numpy(), temperature, alpha, DIVERGENCE_CODES[divergence], beta,
                ignore_index, scale, teacher_log_probs, None if grad is None else float_array(grad), row_loss.numpy(),
-               torch.get_num_threads())
+               torch.get_num_threads(), WEIGHTING_CODES[weighting])
     return row_loss, grad
 
 

@@ -68,8 +68,10 @@ def _student_norms(sr, inv_t, ce):
 
 
 @njit(cache=True, parallel=True)
-def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_index, scale, t_logp, grad, has_grad,
-             row_loss):
+def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_index, scale, t_logp, tnorm, weights,
+             grad, has_grad, row_loss):
+    """``tnorm``: the teacher's (m, lz) per row, precomputed (rows, 2), or (0, 2) to compute them here; ``weights``:
+    the divergence's weight per row, or (0,) for none."""
     rows, V = s.shape
     k = 1.0 / temperature
     for r in prange(rows):
@@ -82,8 +84,12 @@ def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_ind
         sm, slz, s1m, s1k, s1lz = _student_norms(sr, k, ce)
         tm, tk, tlz = 0.0, 1.0, 0.0
         if div != 3 and not t_logp:
-            tm, tlz = _log_norm(tr, k)
+            if tnorm.shape[0]:
+                tm, tlz = tnorm[r, 0], tnorm[r, 1]
+            else:
+                tm, tlz = _log_norm(tr, k)
             tk = k
+        wr = weights[r] if weights.shape[0] else 1.0  # the row's divergence weight
         dz = tlz - slz
         # r'_j = log p_j - log q_j up to a constant c (the maxima subtracted first, so a logit of 1e30 keeps the
         # rest); P = sum p', A = sum p' r', B = sum (q' - p') = sum p' expm1(-r')
@@ -125,7 +131,7 @@ def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_ind
         if div == 3:
             d = 0.0
         if has_grad:
-            ckd = scale * alpha * temperature * ((1.0 - beta) if div == 2 else 1.0)
+            ckd = scale * alpha * temperature * wr * ((1.0 - beta) if div == 2 else 1.0)
             cce = scale * (1.0 - alpha) if ce else 0.0
             for j in range(V):
                 ls = (sr[j] - sm) * k - slz
@@ -139,10 +145,48 @@ def _kd_rows(s, t, target, has_target, temperature, alpha, div, beta, ignore_ind
                 grad[r, j] = g
             if ce:
                 grad[r, y] -= cce
-        loss = alpha * temperature * temperature * d
+        loss = alpha * temperature * temperature * wr * w * d if div != 3 else 0.0  # (div 3: P = 0, w = inf)
         if ce:
             loss += (1.0 - alpha) * (s1lz - (sr[y] - s1m) * s1k)
         row_loss[r] = loss
+
+
+@njit(cache=True, parallel=True)
+def _teacher_entropy_rows(t, inv_t, t_logp, target, has_target, ignore_index, tnorm, conf):
+    """Per row, the teacher's log-softmax normaliser (m, lz) into ``tnorm`` (unless ``t_logp``) and its confidence
+    u = 1 - H / log V into ``conf`` (0 for ignored rows): H = lz - sum e (t - m) k / z, with e = exp((t - m) k) and
+    z = sum e, accumulated in the normaliser's own pass."""
+    rows, V = t.shape
+    log_v = math.log(V)
+    for r in prange(rows):
+        if has_target and target[r] == ignore_index:
+            conf[r] = 0.0
+            continue
+        tr = t[r]
+        if t_logp:
+            h = 0.0
+            for v in tr:
+                p = math.exp(v)
+                if p > 0.0:
+                    h -= p * v
+        else:
+            m = -np.inf
+            for v in tr:
+                if v > m:
+                    m = v
+            z = 0.0
+            za = 0.0
+            for v in tr:
+                a = (v - m) * inv_t
+                e = math.exp(a)
+                z += e
+                if e > 0.0:
+                    za += e * a
+            lz = math.log(z)
+            tnorm[r, 0] = m
+            tnorm[r, 1] = lz
+            h = lz - za / z
+        conf[r] = min(1.0, max(0.0, 1.0 - h / log_v)) if V > 1 else 1.0
 
 
 def _supports(student: Tensor, teacher: Optional[Tensor], *args) -> Optional[str]:
@@ -166,7 +210,7 @@ def _check_classes(a: np.ndarray, V: int, name: str, ignore_index: Optional[int]
 @register_kernel("kd_loss", "numba", supports=_supports)
 def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, scale: float, teacher_log_probs: bool,
-            compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+            weighting: str, compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
     rows, V = student.shape
     loss_dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
     row_loss = torch.empty(rows, dtype=loss_dtype)
@@ -175,8 +219,20 @@ def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor]
     t = s if teacher is None else teacher.detach().numpy()
     y = np.empty(0, np.int64) if target is None else _check_classes(target.numpy(), V, "target", ignore_index)
     g = np.empty((0, V), s.dtype) if grad is None else grad.numpy()
+    tnorm, weights = np.empty((0, 2)), np.empty(0)
+    if weighting == "info_entropy" and divergence != "none":
+        # first the teacher's normalisers and confidences of every row, then their normalisation over the rows
+        # that count, then the usual pass, which reads the normalisers instead of recomputing them
+        tnorm = np.empty((0 if teacher_log_probs else rows, 2))
+        weights = np.empty(rows)
+        _teacher_entropy_rows(t, 1.0 / float(temperature), bool(teacher_log_probs), y, target is not None,
+                              int(ignore_index), tnorm, weights)
+        n = rows if target is None else int((y != ignore_index).sum())
+        total = weights.sum()
+        weights *= n / total if total > 0 else 0.0
     _kd_rows(s, t, y, target is not None, float(temperature), float(alpha), _DIV[divergence], float(beta),
-             int(ignore_index), float(scale), bool(teacher_log_probs), g, grad is not None, row_loss.numpy())
+             int(ignore_index), float(scale), bool(teacher_log_probs), tnorm, weights, g, grad is not None,
+             row_loss.numpy())
     return row_loss, grad
 
 

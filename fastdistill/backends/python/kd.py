@@ -8,7 +8,8 @@ log-probabilities), per row:
 * reverse_kl:  D = sum q (log q - log p)                 dD/d(s/T) = q (log q - log p - D)
 * jsd:         D = beta KL(p || m) + (1 - beta) KL(q || m),  m = beta p + (1 - beta) q
                                                          dD/d(s/T) = (1 - beta) q (log q - log m - KL(q || m))
-* row loss = alpha T^2 D + (1 - alpha) CE(s, y), so d/ds = alpha T dD/d(s/T) + (1 - alpha) (softmax(s) - onehot(y)).
+* row loss = alpha T^2 w D + (1 - alpha) CE(s, y), so d/ds = alpha T w dD/d(s/T) + (1 - alpha) (softmax(s) - onehot(y)),
+  with w = 1, or for weighting "info_entropy" w_r = u_r N / sum u over the N rows that count, u_r = 1 - H(p_r) / log V.
 
 Terms with a zero probability factor count as 0 (0 log 0 = 0); a NaN one gives NaN.
 
@@ -92,7 +93,7 @@ def _divergence(s: Tensor, t: Tensor, temperature: float, divergence: str, beta:
 @register_kernel("kd_loss", "python", devices=("cpu", "cuda"))
 def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, scale: float, teacher_log_probs: bool,
-            compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+            weighting: str, compute_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
     """(row_loss, grad): unscaled per-row losses (float32, float64 for float64 inputs) and scale * their gradient
     w.r.t. the (rows, V) student logits, in the student's dtype (None unless compute_grad). Computed in float64:
     this is the ground truth."""
@@ -102,10 +103,27 @@ def kd_loss(student: Tensor, teacher: Optional[Tensor], target: Optional[Tensor]
     loss = torch.zeros(s.shape[0], dtype=acc, device=s.device)
     grad = torch.zeros_like(s)
     if divergence != "none":
-        d, dd = _divergence(s, teacher.to(acc), T, divergence, beta, teacher_log_probs)
+        t = teacher.to(acc)
+        d, dd = _divergence(s, t, T, divergence, beta, teacher_log_probs)
+        if weighting == "info_entropy":
+            lp = t if teacher_log_probs else torch.log_softmax(t / T, dim=-1)
+            w = _info_entropy_weights(-_xlogy_diff(lp.exp(), lp, 0.0).sum(-1), target, ignore_index, s.shape[1])
+            d, dd = w * d, w[:, None] * dd
         loss = loss + alpha * T * T * d
         grad = grad + alpha * T * dd
     return _with_cross_entropy(student, s, loss, grad, target, alpha, ignore_index, scale, compute_grad)
+
+
+def _info_entropy_weights(entropy: Tensor, target: Optional[Tensor], ignore_index: int, V: int) -> Tensor:
+    """w_r = u_r N / sum u (0 if sum u = 0) over the N rows that count, u_r = 1 - H_r / log V clamped to [0, 1]."""
+    u = (1 - entropy / math.log(V)).clamp(0, 1) if V > 1 else torch.ones_like(entropy)
+    if target is not None:
+        u = torch.where(target != ignore_index, u, 0.0)
+        n = int((target != ignore_index).sum())
+    else:
+        n = u.shape[0]
+    total = float(u.sum())
+    return u * (n / total) if total > 0 else torch.zeros_like(u)
 
 
 def _with_cross_entropy(student: Tensor, s: Tensor, loss: Tensor, grad: Tensor, target: Optional[Tensor],
