@@ -1,0 +1,67 @@
+// The per-ISA leaf kernels of the data-compression drivers (defined by data_kernels.h, compiled once per SIMD level
+// by data_scalar.cpp, data_avx2.cpp and data_avx512.cpp) and the table data.cpp picks one set from. Plain C++.
+#pragma once
+#include <cstdint>
+
+namespace fd {
+namespace data {
+
+// Centroids packed for the assignment microkernel: panels of `nr` centroids (nr = the level's panel width); panel p
+// holds d consecutive groups of nr floats, pack[(p * d + q) * nr + j] = c[p * nr + j][q], zero-padded past k, and
+// cnorm[p * nr + j] = ||c||^2 (+inf past k, so padding never wins).
+struct Packed {
+  const float* pack;
+  const float* cnorm;
+  int64_t d, k, kpad;
+};
+
+// The assignment scans centroids in blocks of this many (a multiple of every level's panel width), so its distance
+// tile (rows per tile x block floats) stays in L1/L2 however many centroids there are.
+constexpr int64_t kCentroidBlock = 512;
+
+struct Leaves {
+  int64_t nr;  // centroids per panel
+  int64_t mr;  // rows per microkernel tile
+  // Rows [0, rows) of x (stride d): labels and squared distances; `tile` is scratch of mr * min(kpad,
+  // kCentroidBlock) floats. Returns the number of rows whose norm is not finite (their outputs are unspecified).
+  int64_t (*assign_rows)(const float* x, int64_t rows, const Packed& c, int64_t* labels, float* dist2, float* tile);
+  // Codes of rows [0, rows) of x (stride d) against the edges of features [j0, j1) (stride m per feature, padded
+  // with +inf to 255 per feature in `edges255`), written to codes + j * n_total + row0. Returns the NaN count.
+  int64_t (*bin_rows)(const float* x, int64_t rows, int64_t d, int64_t j0, int64_t j1, const float* edges255,
+                      uint8_t* codes, int64_t n_total, int64_t row0);
+  // Per-column linear codes of rows [0, rows) of `d` elements (see quantize_columns). Returns the non-finite
+  // count.
+  int64_t (*quantize_rows)(const float* x, int64_t rows, int64_t d, const float* scale, const float* offset,
+                           float qmin, float qmax, uint8_t* codes);
+  void (*dequantize_rows)(const uint8_t* codes, bool is_signed, int64_t rows, int64_t d, const float* scale,
+                          const float* offset, float* out);
+  // One block of delta codes: rows [0, rows) (the first an anchor) of `width` columns at row stride `ld`;
+  // `running` is scratch of `width` floats. Returns the non-finite count.
+  int64_t (*delta_encode_block)(const float* x, int64_t rows, int64_t width, int64_t ld, const float* anchor_scale,
+                                const float* step_scale, float qmax, int8_t* codes, float* running);
+  void (*delta_decode_block)(const int8_t* codes, int64_t rows, int64_t width, int64_t ld,
+                             const float* anchor_scale, const float* step_scale, float* out);
+};
+
+#define FD_DECLARE_DATA_LEAVES(NS)                                                                            \
+  namespace NS {                                                                                             \
+  extern const int64_t kNR, kMR;                                                                             \
+  int64_t assign_rows(const float*, int64_t, const Packed&, int64_t*, float*, float*);                       \
+  int64_t bin_rows(const float*, int64_t, int64_t, int64_t, int64_t, const float*, uint8_t*, int64_t, int64_t); \
+  int64_t quantize_rows(const float*, int64_t, int64_t, const float*, const float*, float, float, uint8_t*);  \
+  void dequantize_rows(const uint8_t*, bool, int64_t, int64_t, const float*, const float*, float*);          \
+  int64_t delta_encode_block(const float*, int64_t, int64_t, int64_t, const float*, const float*, float,     \
+                             int8_t*, float*);                                                               \
+  void delta_decode_block(const int8_t*, int64_t, int64_t, int64_t, const float*, const float*, float*);     \
+  inline Leaves leaves() {                                                                                   \
+    return {kNR, kMR, assign_rows, bin_rows, quantize_rows, dequantize_rows, delta_encode_block,             \
+            delta_decode_block};                                                                             \
+  }                                                                                                          \
+  }
+FD_DECLARE_DATA_LEAVES(scalar)
+FD_DECLARE_DATA_LEAVES(avx2)
+FD_DECLARE_DATA_LEAVES(avx512)
+#undef FD_DECLARE_DATA_LEAVES
+
+}  // namespace data
+}  // namespace fd
