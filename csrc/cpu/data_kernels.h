@@ -182,13 +182,51 @@ int64_t assign_rows(const float* x, int64_t rows, const Packed& c, int64_t* labe
 
 // ---------------------------------------------------------------------------------------------- bin codes
 
+// SIMD levels search one vector of rows at a time: the values and each step's edges arrive by gathers (the row
+// block and a feature's 255 edges sit in L1/L2), and the 8 steps of the binary search run lane-parallel.
 int64_t bin_rows(const float* x, int64_t rows, int64_t d, int64_t j0, int64_t j1, const float* edges255,
                  uint8_t* codes, int64_t n_total, int64_t row0) {
   int64_t bad = 0;
   for (int64_t j = j0; j < j1; ++j) {
     const float* e = edges255 + j * 255;
     uint8_t* out = codes + j * n_total + row0;
-    for (int64_t i = 0; i < rows; ++i) {
+    int64_t i = 0;
+#if FD_ISA_LEVEL == 2
+    if (d <= (int64_t(1) << 26)) {  // 32-bit gather offsets: 16 rows * d stays far below 2^31
+      const __m512i rowoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                _mm512_set1_epi32(static_cast<int32_t>(d)));
+      for (; i + 16 <= rows; i += 16) {
+        const __m512 v = _mm512_i32gather_ps(rowoff, x + i * d + j, 4);
+        bad += __builtin_popcount(_mm512_fpclass_ps_mask(v, 0x99));  // NaN or +-inf
+        __m512i pos = _mm512_setzero_si512();
+        for (int step = 128; step >= 1; step >>= 1) {
+          const __m512i at = _mm512_add_epi32(pos, _mm512_set1_epi32(step - 1));
+          const __mmask16 le = _mm512_cmp_ps_mask(_mm512_i32gather_ps(at, e, 4), v, _CMP_LE_OQ);
+          pos = _mm512_mask_add_epi32(pos, le, pos, _mm512_set1_epi32(step));
+        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(pos));
+      }
+    }
+#elif FD_ISA_LEVEL == 1
+    if (d <= (int64_t(1) << 27)) {
+      const __m256i rowoff = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                _mm256_set1_epi32(static_cast<int32_t>(d)));
+      const __m256 fmax = _mm256_set1_ps(FLT_MAX), sign = _mm256_set1_ps(-0.0f);
+      for (; i + 8 <= rows; i += 8) {
+        const __m256 v = _mm256_i32gather_ps(x + i * d + j, rowoff, 4);
+        bad += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v), fmax, _CMP_NLE_UQ)));
+        __m256i pos = _mm256_setzero_si256();
+        for (int step = 128; step >= 1; step >>= 1) {
+          const __m256i at = _mm256_add_epi32(pos, _mm256_set1_epi32(step - 1));
+          const __m256 le = _mm256_cmp_ps(_mm256_i32gather_ps(e, at, 4), v, _CMP_LE_OQ);
+          pos = _mm256_add_epi32(pos, _mm256_and_si256(_mm256_castps_si256(le), _mm256_set1_epi32(step)));
+        }
+        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(pos), _mm256_extracti128_si256(pos, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(w, w));
+      }
+    }
+#endif
+    for (; i < rows; ++i) {
       const float v = x[i * d + j];
       bad += !finite(v);
       int64_t pos = 0;  // number of edges <= v: the edges are sorted and padded with +inf to 255

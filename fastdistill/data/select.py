@@ -26,12 +26,15 @@ def auto_bins(n: int) -> int:
     return int(min(256, max(8, round(2.0 * n ** (1.0 / 3.0)))))
 
 
-def quantile_edges(sample: Tensor, n_bins: int) -> Tensor:
+EDGE_ROWS = 16384  # rows the bin edges are estimated from: ~300 per bin at 54 bins, within a few % of equal counts
+
+
+def quantile_edges(sample: Tensor, n_bins: int) -> np.ndarray:
     """(d, n_bins - 1) float32 edges splitting each feature of ``sample`` (m, d) into equal-count bins."""
-    s = torch.sort(sample.float(), dim=0).values
-    m = s.shape[0]
-    pos = torch.tensor([min(m - 1, (i * m) // n_bins) for i in range(1, n_bins)], dtype=torch.long)
-    return s[pos].T.contiguous()
+    s = np.sort(np.ascontiguousarray(sample.float().cpu().numpy().T), axis=1)  # (numpy sorts rows 10x faster)
+    m = s.shape[1]
+    pos = np.minimum(m - 1, (np.arange(1, n_bins) * m) // n_bins)
+    return np.ascontiguousarray(s[:, pos])
 
 
 def bin_codes(X: ArrayLike, edges: ArrayLike) -> ArrayLike:
@@ -100,12 +103,13 @@ class FeatureSelector(SelectorMixin, DataCompressor):
     * ``"chi2"``, ``"f_classif"``: ``sklearn.feature_selection.chi2`` / ``f_classif`` (class labels; chi2 needs
       non-negative features).
     * ``"mutual_info"``: mutual information with the target from 8-bit per-feature codes (equal-count bins, 2 n^(1/3)
-      of them by default, fitted on up to ``max_rows`` rows) and a native joint-histogram kernel, Miller-Madow
-      corrected. A continuous target is binned the same way.
+      of them by default, their edges estimated on up to 16384 rows spread over X) and a native joint-histogram kernel,
+      Miller-Madow corrected. A continuous target is binned the same way.
     * ``"entropy"``: the source method's information-entropy pruning: rank by information gain (symmetric
       uncertainty with the target), then walk the ranking and drop a feature when its symmetric uncertainty with an
       already kept feature is at least its own with the target (the FCBF redundancy rule). If fewer than ``k``
-      survive, the best dropped ones fill up to ``k``; ``redundant_`` marks the dropped features.
+      survive, the best dropped ones fill up to ``k``; ``redundant_`` marks the dropped features. Redundancy is
+      measured on up to ``max_rows`` rows (a random sample; for chunked inputs, the first ones).
     * ``"rfe"``: recursive feature elimination with ``estimator`` (default: ``RidgeClassifier`` / ``Ridge``, whose
       closed-form fits keep the dozens of refits quick).
     * ``"lasso"``: the largest ``|coef|`` of an L1-penalized model (``estimator``, default: L1 logistic regression
@@ -214,22 +218,20 @@ class FeatureSelector(SelectorMixin, DataCompressor):
         if self.method in ("rfe", "lasso"):
             return self._fit_model(x.cpu().numpy(), yy, continuous, k)
         if self.method in ("mutual_info", "entropy"):
-            sample = x
-            if x.shape[0] > self.max_rows:
-                rows = np.random.default_rng(self.random_state).choice(x.shape[0], self.max_rows, replace=False)
-                sample = x[torch.from_numpy(np.sort(rows))]
-            n_bins = self._setup_bins(sample, x.shape[0], continuous)
+            n_bins = self._setup_bins(_strided_rows(x, EDGE_ROWS), x.shape[0], continuous)
             codes = _ops.call("bin_codes", x.float().contiguous(), torch.from_numpy(self.edges_))
             target, n_target = self._y_codes(yy, continuous, n_bins)
             hist = _ops.call("joint_histograms", codes, target, n_target, n_bins).numpy()
-            return self._select_info(hist, k, codes, n_bins)
+            if self.method == "entropy" and x.shape[0] > self.max_rows:  # redundancy measured on a sample
+                codes = codes[:, torch.from_numpy(_sample_index(x.shape[0], self.max_rows, self.random_state))]
+            return self._select_info(hist, k, codes.contiguous(), n_bins)
         self._check_stat_input(x)
         return self._select_stat(self._stat_part(x, self._y_values(yy, continuous)), k)
 
     def _setup_bins(self, sample: Tensor, n: int, continuous: bool) -> int:
         """Bin edges of the features (and of a continuous target) from a sample; returns the bin count."""
         n_bins = auto_bins(n) if self.n_bins == "auto" else int(self.n_bins)
-        self.edges_ = quantile_edges(sample, n_bins).numpy()
+        self.edges_ = quantile_edges(sample, n_bins)
         if continuous:  # _y_edges holds the sorted target values until here
             ys = self._y_edges
             self._y_edges = ys[np.minimum(len(ys) - 1, (np.arange(1, n_bins) * len(ys)) // n_bins)]
@@ -344,7 +346,8 @@ class FeatureSelector(SelectorMixin, DataCompressor):
             _, continuous = self._targets(y_seen, len(y_seen))
         source, labels = (X, y) if src.reiterable else (src, None)
         if self.method in ("mutual_info", "entropy"):
-            n_bins = self._setup_bins(xs, src.n_rows or len(xs), continuous)
+            n_bins = self._setup_bins(_strided_rows(xs, EDGE_ROWS), src.n_rows or len(xs),
+                                      continuous)
             edges = torch.from_numpy(self.edges_)
 
             def hist(xc: Any, yc: Any) -> np.ndarray:
@@ -413,6 +416,15 @@ class FeatureSelector(SelectorMixin, DataCompressor):
             out[:, torch.from_numpy(np.nonzero(self.support_)[0])] = X
             return out
         return super().inverse_transform(X)
+
+
+def _sample_index(n: int, m: int, seed: Optional[int]) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+
+
+def _strided_rows(x: Tensor, m: int) -> Tensor:
+    """Up to m rows of x spread evenly over it (all of them when there are fewer)."""
+    return x if x.shape[0] <= m else x[torch.from_numpy(np.arange(m, dtype=np.int64) * x.shape[0] // m)]
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
