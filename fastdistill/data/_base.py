@@ -131,16 +131,15 @@ class DataCompressor(BaseEstimator):
         None, of ``dtype``) to X: per block of a Dask array (a Dask array back), chunk by chunk into one output
         array for an ``np.memmap``, per chunk of an iterable or ``.npy`` path (a generator of outputs back).
         Returns None when X is an ordinary in-memory input."""
-        dtype = np.dtype(dtype)
         if is_dask(X):
-            X = X.rechunk({1: -1})
+            X, dtype = X.rechunk({1: -1}), np.dtype(dtype)
             if cols is None:
                 return X.map_blocks(one, dtype=dtype, drop_axis=1, meta=np.empty((0,), dtype))
             return X.map_blocks(one, dtype=dtype, chunks=(X.chunks[0], (cols,)), meta=np.empty((0, cols), dtype))
         if isinstance(X, np.memmap):
             if X.ndim != 2:
                 raise ValueError(f"X: expected a 2-D array (samples, features), got shape {X.shape}")
-            out = np.empty((len(X),) if cols is None else (len(X), cols), dtype=dtype)
+            out = np.empty((len(X),) if cols is None else (len(X), cols), dtype=np.dtype(dtype))
             rows = rows_per_chunk(X.shape[1], X.itemsize, chunk_rows)
             for i in range(0, len(X), rows):
                 out[i:i + rows] = one(np.asarray(X[i:i + rows]))

@@ -149,7 +149,7 @@ class PCACompressor(TransformerMixin, DataCompressor):
     def _solve_covariance(self, stats: Stats) -> "PCACompressor":
         n = int(stats["n"])
         if n < 2:
-            raise ValueError(f"X: PCA needs at least 2 samples, got {n}")
+            raise ValueError(f"X: PCA needs at least 2 samples, got n_samples={n}")
         cov = stats["m2"] / (n - 1)
         w, v = np.linalg.eigh(cov)
         order = np.argsort(w)[::-1]
@@ -161,7 +161,7 @@ class PCACompressor(TransformerMixin, DataCompressor):
     def _solve_svd(self, x: np.ndarray, solver: str) -> "PCACompressor":
         n, d = x.shape
         if n < 2:
-            raise ValueError(f"X: PCA needs at least 2 samples, got {n}")
+            raise ValueError(f"X: PCA needs at least 2 samples, got n_samples={n}")
         mean = x.mean(0)
         xc = x - mean
         total = float((xc * xc).sum() / (n - 1))
@@ -187,7 +187,7 @@ class PCACompressor(TransformerMixin, DataCompressor):
                                   dtype if dtype in (np.float32, np.float64) else np.float32, self.chunk_rows)
         if out is not None:
             return out
-        t, torch_out = check_X(self, X, reset=False, finite=False)
+        t, torch_out = check_X(self, X, reset=False)
         comp = as_like(self.components_, t)
         z = (t - as_like(self.mean_, t)) @ comp.T
         if self.whiten:

@@ -2,6 +2,7 @@
 with redundancy pruning), or by a model (recursive elimination, L1)."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -65,30 +66,32 @@ def mutual_information(h: np.ndarray) -> np.ndarray:
     """Mutual information (nats) of each (n_target, n_bins) joint histogram in ``h`` (d, n_target, n_bins), with
     the Miller-Madow bias correction (the plug-in estimate overstates it by about (cells - 1) / 2N, more for
     features with more occupied bins), clipped at 0."""
-    n = h.sum((1, 2)).astype(np.float64)
-    pxy = h / np.maximum(n, 1)[:, None, None]
+    n = np.maximum(h.sum((1, 2)), 1).astype(np.float64)
+    pxy = h / n[:, None, None]
     px, py = pxy.sum(1), pxy.sum(2)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(pxy > 0, pxy * np.log(pxy / (py[:, :, None] * px[:, None, :])), 0.0)
-    mi = terms.sum((1, 2))
     cells = (h > 0).sum((1, 2)) - (px > 0).sum(1) - (py > 0).sum(1) + 1
-    return np.maximum(mi - cells / (2.0 * np.maximum(n, 1)), 0.0)
+    return np.maximum(terms.sum((1, 2)) - cells / (2.0 * n), 0.0)
 
 
-def _entropy(p: np.ndarray, axis: int) -> np.ndarray:
+def _entropy(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis)
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(1)
 
 
 def symmetric_uncertainty(h: np.ndarray) -> np.ndarray:
-    """2 I(a; b) / (H(a) + H(b)) of each joint histogram (d, na, nb) (plug-in estimates; 0 where both are
-    constant)."""
-    n = np.maximum(h.sum((1, 2)), 1).astype(np.float64)
-    p = h / n[:, None, None]
-    ha, hb = _entropy(p.sum(2), 1), _entropy(p.sum(1), 1)
-    hab = _entropy(p.reshape(len(p), -1), 1)
-    denom = ha + hb
-    return np.where(denom > 0, 2.0 * np.maximum(ha + hb - hab, 0.0) / np.where(denom > 0, denom, 1.0), 0.0)
+    """2 I(a; b) / (H(a) + H(b)) of each joint histogram (d, na, nb): the bias-corrected information over the
+    plug-in marginal entropies, in [0, 1] (0 where both are constant)."""
+    p = h / np.maximum(h.sum((1, 2)), 1)[:, None, None]
+    denom = _entropy(p.sum(2)) + _entropy(p.sum(1))
+    return np.where(denom > 0, 2.0 * mutual_information(h) / np.where(denom > 0, denom, 1.0), 0.0).clip(0.0, 1.0)
+
+
+def pair_bins(n: int, n_bins: int) -> int:
+    """Bins per feature for a feature-feature table of n rows: about 10 rows per cell (an emptier table's
+    information is mostly bias), at most the features' own bins."""
+    return int(min(n_bins, max(2, math.isqrt(max(n, 1) // 10))))
 
 
 class FeatureSelector(SelectorMixin, DataCompressor):
@@ -107,7 +110,9 @@ class FeatureSelector(SelectorMixin, DataCompressor):
       Miller-Madow corrected. A continuous target is binned the same way.
     * ``"entropy"``: the source method's information-entropy pruning: rank by information gain (symmetric
       uncertainty with the target), then walk the ranking and drop a feature when its symmetric uncertainty with an
-      already kept feature is at least its own with the target (the FCBF redundancy rule). If fewer than ``k``
+      already kept feature is at least its own with the target (the FCBF redundancy rule). Both are bias-corrected
+      (Miller-Madow) and the feature-feature tables use coarser bins (about 10 rows per cell), without which the
+      plug-in information of two independent features on a few hundred rows exceeds most features' relevance. If fewer than ``k``
       survive, the best dropped ones fill up to ``k``; ``redundant_`` marks the dropped features. Redundancy is
       measured on up to ``max_rows`` rows (a random sample; for chunked inputs, the first ones).
     * ``"rfe"``: recursive feature elimination with ``estimator`` (default: ``RidgeClassifier`` / ``Ridge``, whose
@@ -165,8 +170,8 @@ class FeatureSelector(SelectorMixin, DataCompressor):
         y = check_y(y, n)
         values = np.unique(y)
         if len(values) < 2:
-            raise ValueError(f"y: all {n} labels are {values[0]!r}; a supervised score needs at least two distinct "
-                             "values (a constant y, such as y = zeros, makes every score NaN)")
+            raise ValueError(f"y: all {n} labels are {values.tolist()[0]!r} (1 class); a supervised score needs at "
+                             "least two distinct values (a constant y, such as y = zeros, makes every score NaN)")
         continuous = type_of_target(y) == "continuous"
         if continuous and self.method in CLASS_LABELS:
             raise ValueError(f"y: looks continuous; method {self.method!r} needs class labels")
@@ -309,6 +314,8 @@ class FeatureSelector(SelectorMixin, DataCompressor):
             return self
         relevance = symmetric_uncertainty(h)
         order = np.argsort(-relevance, kind="stable")
+        nb = pair_bins(codes.shape[1], n_bins)  # coarser codes for the feature-feature tables
+        coarse = ((codes.to(torch.int32) * nb) // n_bins).to(torch.uint8)
         kept: list = []
         redundant = np.zeros(len(relevance), dtype=bool)
         pending = list(order)
@@ -319,8 +326,8 @@ class FeatureSelector(SelectorMixin, DataCompressor):
                 break
             # drop the pending features that j (ranked higher) makes redundant: SU(f, j) >= SU(f, y)
             cand = torch.tensor(pending, dtype=torch.long)
-            pair = _ops.call("joint_histograms", codes[cand].contiguous(), codes[j].to(torch.int32).contiguous(),
-                             n_bins, n_bins).numpy()
+            pair = _ops.call("joint_histograms", coarse[cand].contiguous(), coarse[j].to(torch.int32).contiguous(),
+                             nb, nb).numpy()
             drop = symmetric_uncertainty(pair) >= relevance[pending]
             redundant[np.asarray(pending)[drop]] = True
             pending = [f for f, dr in zip(pending, drop) if not dr]
