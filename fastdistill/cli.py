@@ -1,4 +1,5 @@
-"""The ``fastdistill`` command: ``info``, ``bench``, and ``demo`` (the main job on embedded data)."""
+"""The ``fastdistill`` command: ``info``, ``bench``, ``demo`` (the main job on embedded data), and ``data``
+(compress / inspect data files)."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +74,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("demo", help="the main job: prune + distill a student on the embedded digits data")
     p.add_argument("--quick", action="store_true", help="fewer epochs")
     p.set_defaults(fn=_cmd_demo)
+    from .data._cli import add_parser as add_data_parser  # data compress | data inspect
+
+    add_data_parser(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 

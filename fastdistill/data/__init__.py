@@ -16,25 +16,37 @@ Example::
     >>> out = compress_dataset(X, y, ["pca:0.95", "quantize:8"])
     >>> out.report["ratio"], out.report["accuracy"]
 """
-from ._persist import load, save
-from .cluster import ClusterCompressor, kmeans_assign
-from .pca import PCACompressor
-from .pipeline import CompressedData, compress_dataset, parse_step
-from .quantize import DataQuantizer
-from .select import FeatureSelector, bin_codes, joint_histograms, mutual_information
+from __future__ import annotations
 
-__all__ = [
-    "bin_codes",
-    "ClusterCompressor",
-    "compress_dataset",
-    "CompressedData",
-    "DataQuantizer",
-    "FeatureSelector",
-    "joint_histograms",
-    "kmeans_assign",
-    "load",
-    "mutual_information",
-    "parse_step",
-    "PCACompressor",
-    "save",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use (scikit-learn comes with them): `import fastdistill.data` itself stays light.
+_WHERE = {
+    "bin_codes": "select",
+    "ClusterCompressor": "cluster",
+    "compress_dataset": "pipeline",
+    "CompressedData": "pipeline",
+    "DataQuantizer": "quantize",
+    "FeatureSelector": "select",
+    "joint_histograms": "select",
+    "kmeans_assign": "cluster",
+    "load": "_persist",
+    "mutual_information": "select",
+    "parse_step": "pipeline",
+    "PCACompressor": "pca",
+    "save": "_persist",
+}
+__all__ = sorted(_WHERE, key=str.lower)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'fastdistill.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_WHERE))

@@ -28,14 +28,17 @@ def is_dask(X: Any) -> bool:
 
 
 def is_chunked(X: Any) -> bool:
-    """Whether ``X`` is read in chunks: a ``.npy`` path, an ``np.memmap``, an iterator, or a list/tuple of 2-D
-    arrays or of ``(X, y)`` pairs."""
+    """Whether ``X`` is read in chunks: a ``.npy`` path, an ``np.memmap``, a list/tuple of 2-D arrays or of
+    ``(X, y)`` pairs, an iterator (read once), or any other iterable that is not array-like (read again on each
+    ``iter()``)."""
     if isinstance(X, (str, os.PathLike, np.memmap)):
         return True
     if isinstance(X, (list, tuple)):
         return len(X) > 0 and all(isinstance(c, tuple) or (isinstance(c, (np.ndarray, Tensor)) and c.ndim == 2)
                                   for c in X)
-    return hasattr(X, "__next__")
+    if isinstance(X, (np.ndarray, Tensor, dict)) or hasattr(X, "__array__") or hasattr(X, "shape"):
+        return False
+    return hasattr(X, "__iter__")
 
 
 def as_tensor(a: np.ndarray) -> Tensor:
@@ -156,8 +159,9 @@ def _file_rows(path: str, offset: int, dtype: np.dtype, n: int, d: int, rows: in
 class Chunks:
     """A matrix read as consecutive row chunks ``(X_chunk, y_chunk or None)`` in bounded memory.
 
-    ``X`` is a ``.npy`` path, an ``np.memmap`` (or any 2-D array, sliced), an iterator of chunks, or a list of
-    chunks; a chunk is a 2-D array or an ``(X, y)`` pair. ``y`` (for paths and arrays) is sliced alongside.
+    ``X`` is a ``.npy`` path, an ``np.memmap`` (or any 2-D array, sliced), an iterator of chunks, a list of
+    chunks, or an iterable whose every ``iter()`` reads the chunks afresh (it may tell its row count as
+    ``n_rows``); a chunk is a 2-D array or an ``(X, y)`` pair. ``y`` (for paths and arrays) is sliced alongside.
     ``reiterable`` says whether the rows can be read again (an iterator is read once).
     """
 
@@ -191,6 +195,10 @@ class Chunks:
             elif hasattr(X, "__next__"):
                 self._source = lambda: (_pair(c) for c in X)
                 self.reiterable = False
+            elif hasattr(X, "__iter__"):
+                self._source = lambda: (_pair(c) for c in iter(X))
+                self.reiterable = True
+                self.n_rows = getattr(X, "n_rows", None)
             else:
                 raise TypeError(f"X: expected an array, a .npy path or an iterable of chunks, got {type(X).__name__}")
 

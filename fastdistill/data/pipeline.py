@@ -146,10 +146,14 @@ def _default_classifier(random_state: Optional[int]) -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=random_state))
 
 
+def _numpy(a: Any) -> np.ndarray:
+    return a.cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+
 def _fit_classifier(clf: Any, X: Any, y: Any, w: Optional[np.ndarray]) -> Any:
     from sklearn.pipeline import Pipeline
 
-    X = X.cpu().numpy() if isinstance(X, Tensor) else np.asarray(X)
+    X = _numpy(X)
     if w is None:
         return clf.fit(X, y)
     if isinstance(clf, Pipeline):  # every step that takes weights gets them (the scaler's mean and variance too)
@@ -215,16 +219,15 @@ def _evaluate(named: List[Tuple[str, Any]], X: Any, y: np.ndarray, eval_data: Op
         strat = y if len(classes) > 1 and counts.min() >= 2 else None
         idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=test_size, random_state=random_state,
                                           stratify=strat)
-        take = (lambda a, i: a[torch.from_numpy(i)]) if isinstance(X, Tensor) else (lambda a, i: np.asarray(a)[i])
-        x_tr, y_tr, x_te, y_te = take(X, idx_tr), y[idx_tr], take(X, idx_te), y[idx_te]
+        rows = (lambda i: X[torch.from_numpy(i)]) if isinstance(X, Tensor) else (lambda i: np.asarray(X)[i])  # noqa: E731
+        x_tr, y_tr, x_te, y_te = rows(idx_tr), y[idx_tr], rows(idx_te), y[idx_te]
         steps = [(n, clone(s)) for n, s in named]
         cur, cy, w, _ = _run(steps, x_tr, y_tr)
         comp = CompressedData(cur, cy, w, steps)
     base = classifier if classifier is not None else _default_classifier(random_state)
     original = _fit_classifier(clone(base), x_tr, y_tr, None)
     compressed = _fit_classifier(clone(base), comp.features(), comp.y, comp.sample_weight)
-    as_np = (lambda a: a.cpu().numpy() if isinstance(a, Tensor) else np.asarray(a))
-    acc_o = float(original.score(as_np(x_te), y_te))
-    acc_c = float(compressed.score(as_np(comp.transform(x_te)), y_te))
+    acc_o = float(original.score(_numpy(x_te), y_te))
+    acc_c = float(compressed.score(_numpy(comp.transform(x_te)), y_te))
     return {"classifier": repr(base), "original": acc_o, "compressed": acc_c, "difference": acc_c - acc_o,
             "test_samples": int(len(y_te)), "holdout": eval_data is None}

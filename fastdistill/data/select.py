@@ -112,8 +112,9 @@ class FeatureSelector(SelectorMixin, DataCompressor):
       uncertainty with the target), then walk the ranking and drop a feature when its symmetric uncertainty with an
       already kept feature is at least its own with the target (the FCBF redundancy rule). Both are bias-corrected
       (Miller-Madow) and the feature-feature tables use coarser bins (about 10 rows per cell), without which the
-      plug-in information of two independent features on a few hundred rows exceeds most features' relevance. If fewer than ``k``
-      survive, the best dropped ones fill up to ``k``; ``redundant_`` marks the dropped features. Redundancy is
+      plug-in information of two independent features on a few hundred rows exceeds most features' relevance.
+      If fewer than ``k`` survive, the best dropped ones fill up to ``k``; ``redundant_`` marks the dropped
+      features. Redundancy is
       measured on up to ``max_rows`` rows (a random sample; for chunked inputs, the first ones).
     * ``"rfe"``: recursive feature elimination with ``estimator`` (default: ``RidgeClassifier`` / ``Ridge``, whose
       closed-form fits keep the dozens of refits quick).
@@ -383,7 +384,8 @@ class FeatureSelector(SelectorMixin, DataCompressor):
         from sklearn.linear_model import Lasso, LogisticRegression, Ridge, RidgeClassifier
 
         if self.method == "rfe":
-            est = clone(self.estimator) if self.estimator is not None else (Ridge() if continuous else RidgeClassifier())
+            est = clone(self.estimator) if self.estimator is not None else (
+                Ridge() if continuous else RidgeClassifier())
             rfe = RFE(est, n_features_to_select=k).fit(x, y)
             self.support_, self.ranking_ = rfe.support_, rfe.ranking_
             self.scores_ = 1.0 / rfe.ranking_
