@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 ArrayLike = Union[np.ndarray, Tensor]
-CHUNK_BYTES = 64 << 20  # rows per chunk: about this many bytes of input
+CHUNK_BYTES = 16 << 20  # rows per chunk: about this many bytes of input
 FLOATS = (np.float32, np.float64)
 
 

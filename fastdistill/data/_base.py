@@ -181,14 +181,19 @@ def merge_moments(a: Stats, b: Stats) -> Stats:
     return out
 
 
-def moments(x: Tensor, scatter: bool) -> Stats:
+def moments(x: Tensor, scatter: bool, block: int = 16384) -> Stats:
     """(n, mean, m2) of the rows of x in float64: m2 is the per-column sum of squared deviations, or the full
-    (d, d) scatter matrix when ``scatter``."""
-    xd = x.double()
-    mean = xd.mean(0)
-    xc = xd - mean
-    m2 = xc.T @ xc if scatter else (xc * xc).sum(0)
-    return {"n": int(x.shape[0]), "mean": mean.cpu().numpy(), "m2": m2.cpu().numpy()}
+    (d, d) scatter matrix when ``scatter``. Rows go in blocks (merged by Chan's update) so the float64 temporaries
+    stay small whatever the chunk."""
+    out: Optional[Stats] = None
+    for i in range(0, max(x.shape[0], 1), block):
+        xd = x[i:i + block].double()
+        mean = xd.mean(0) if xd.shape[0] else torch.zeros(x.shape[1], dtype=torch.float64)
+        xc = xd - mean
+        m2 = xc.T @ xc if scatter else (xc * xc).sum(0)
+        part = {"n": int(xd.shape[0]), "mean": mean.cpu().numpy(), "m2": m2.cpu().numpy()}
+        out = part if out is None else merge_moments(out, part)
+    return out
 
 
 def as_like(a: np.ndarray, t: Tensor) -> Tensor:
