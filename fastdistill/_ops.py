@@ -394,6 +394,17 @@ def _(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
     return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=torch.float32)
 
 
+@torch.library.custom_op("fastdistill::centroid_sums", mutates_args=())
+def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """(sums float64 (k, d), counts int64 (k,)) of the rows of the float32 ``x`` (n, d) per label in [0, k)."""
+    return dispatch("centroid_sums", x.contiguous(), labels.contiguous(), k)
+
+
+@centroid_sums.register_fake
+def _(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    return x.new_empty((k, x.shape[1]), dtype=torch.float64), x.new_empty((k,), dtype=torch.int64)
+
+
 @torch.library.custom_op("fastdistill::bin_codes", mutates_args=())
 def bin_codes(x: Tensor, edges: Tensor) -> Tensor:
     """uint8 codes (d, n), feature-major: the number of ``edges[j]`` (ascending, at most 255) <= ``x[i, j]``."""

@@ -1,4 +1,4 @@
-"""Data-compression kernels (kmeans_assign, bin_codes, joint_histograms, quantize/dequantize_columns,
+"""Data-compression kernels (kmeans_assign, centroid_sums, bin_codes, joint_histograms, quantize/dequantize_columns,
 delta_encode/decode): every backend and SIMD level against the pure-torch reference on awkward sizes (0 and 1 rows,
 1 feature, odd sizes, microkernel tile edges, non-contiguous views, large inputs), exactly for integer outputs;
 their bad-input errors; opcheck."""
@@ -94,6 +94,23 @@ def test_kmeans_assign_errors(backend, gen):
         kmeans_assign(x, torch.empty(0, 4))
     with pytest.raises(ValueError, match="4 columns"):
         kmeans_assign(x, torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("n,d,k", [(0, 3, 2), (1, 1, 1), (5, 7, 3), (4097, 9, 1), (20001, 33, 257), (9, 0, 4)],
+                         ids=lambda v: str(v))
+def test_centroid_sums_match_reference(backend, gen, n, d, k):
+    x = torch.randn(n, d, generator=gen)
+    labels = torch.randint(0, k, (n,), generator=gen)
+    sums, counts = run("centroid_sums", backend, x, labels, k)
+    want_sums, want_counts = ref("centroid_sums", x, labels, k)
+    assert sums.dtype == torch.float64 and sums.shape == (k, d) and counts.dtype == torch.int64
+    assert torch.equal(counts, want_counts) and int(counts.sum()) == n
+    torch.testing.assert_close(sums, want_sums, rtol=1e-12, atol=1e-9)  # float64 sums of float32 values
+    bad = labels.clone()
+    if n:
+        bad[n // 2] = k
+        with pytest.raises(ValueError, match="outside"):
+            run("centroid_sums", backend, x, bad, k)
 
 
 def sorted_edges(d, m, gen, ties=False):
@@ -247,12 +264,13 @@ def test_delta_errors(backend, gen):
         run("delta_encode", backend, bad, one, one, 4, 127)
 
 
-@pytest.mark.parametrize("op", ["kmeans_assign", "bin_codes", "joint_histograms", "quantize_columns",
+@pytest.mark.parametrize("op", ["kmeans_assign", "centroid_sums", "bin_codes", "joint_histograms", "quantize_columns",
                                 "dequantize_columns", "delta_encode", "delta_decode"])
 def test_opcheck(gen, op):
     x = torch.randn(9, 5, generator=gen)
     ones = torch.ones(5)
     args = {"kmeans_assign": (x, x[:3].clone()),
+            "centroid_sums": (x, torch.randint(0, 3, (9,)), 3),
             "bin_codes": (x, sorted_edges(5, 6, gen)),
             "joint_histograms": (torch.randint(0, 4, (5, 9), dtype=torch.int32).to(torch.uint8),
                                  torch.randint(0, 2, (9,), dtype=torch.int32), 2, 4),

@@ -137,6 +137,38 @@ void kmeans_assign(const float* x, int64_t n, int64_t d, const float* c, int64_t
                         " row(s) hold NaN or infinite values (or values whose squares overflow float32)");
 }
 
+void centroid_sums(const float* x, int64_t n, int64_t d, const int64_t* labels, int64_t k, double* sums,
+                   int64_t* counts, int nthreads) {
+  require(k >= 1, "k: expected at least one centroid, got " + std::to_string(k));
+  std::fill(sums, sums + k * d, 0.0);
+  std::fill(counts, counts + k, int64_t(0));
+  if (n == 0) return;
+  const Leaves leaf = pick_leaves();
+  nthreads = threads_for(n * std::max<int64_t>(d, 1), nthreads);
+  // Each thread adds its rows into private accumulators (cache-resident for the usual k x d); summed after.
+  const int64_t cells = k * d + k;
+  std::vector<double> priv(nthreads > 1 ? static_cast<size_t>(cells * nthreads) : 0);
+  std::vector<int64_t> pcount(nthreads > 1 ? static_cast<size_t>(k * nthreads) : 0);
+  int64_t bad = 0;
+  if (nthreads == 1) {
+    bad = leaf.accumulate_rows(x, n, d, labels, k, sums, counts);
+  } else {
+#pragma omp parallel num_threads(nthreads) reduction(+ : bad)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t r0 = n * t / nt, r1 = n * (t + 1) / nt;
+      bad += leaf.accumulate_rows(x + r0 * d, r1 - r0, d, labels + r0, k, priv.data() + t * cells,
+                                  pcount.data() + t * k);
+    }
+    for (int t = 0; t < nthreads; ++t) {
+      const double* p = priv.data() + t * cells;
+      for (int64_t c = 0; c < k * d; ++c) sums[c] += p[c];
+      for (int64_t c = 0; c < k; ++c) counts[c] += pcount[t * k + c];
+    }
+  }
+  require(bad == 0, "labels: " + std::to_string(bad) + " label(s) outside [0, " + std::to_string(k) + ")");
+}
+
 void bin_codes(const float* x, int64_t n, int64_t d, const float* edges, int64_t m, uint8_t* codes, int nthreads) {
   require(m >= 0 && m <= 255, "edges: expected at most 255 edges per feature, got " + std::to_string(m));
   std::vector<float> e255(static_cast<size_t>(d * 255), std::numeric_limits<float>::infinity());

@@ -13,6 +13,11 @@ namespace data {
 void kmeans_assign(const float* x, int64_t n, int64_t d, const float* c, int64_t k, int64_t* labels, float* dist2,
                    int nthreads);
 
+// Per-centroid float64 sums of the rows of x (n x d) assigned to it (labels[i] in [0, k)) and member counts: the M
+// step of Lloyd's algorithm. sums is k x d, counts k. Throws on a label outside [0, k).
+void centroid_sums(const float* x, int64_t n, int64_t d, const int64_t* labels, int64_t k, double* sums,
+                   int64_t* counts, int nthreads);
+
 // Bin codes of x (n x d) against per-feature ascending edges (d x m, m <= 255): codes[j * n + i] = number of
 // edges[j][.] <= x[i][j] (numpy's searchsorted side="right"), written feature-major (d x n). Throws on NaN.
 void bin_codes(const float* x, int64_t n, int64_t d, const float* edges, int64_t m, uint8_t* codes, int nthreads);

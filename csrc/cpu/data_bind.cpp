@@ -63,6 +63,23 @@ void kmeans_assign(const py::array& x, const py::array& c, const py::array& labe
   data::kmeans_assign(ptr<float>(x), n, d, ptr<float>(c), k, ptr<int64_t>(labels), ptr<float>(dist2), nthreads);
 }
 
+void centroid_sums(const py::array& x, const py::array& labels, int64_t k, const py::array& sums,
+                   const py::array& counts, int nthreads) {
+  check_typed<float>(x, "x", 2);
+  const int64_t n = x.shape(0), d = x.shape(1);
+  check_typed<int64_t>(labels, "labels", 1);
+  check_shape(labels, "labels", {n});
+  check_typed<double>(sums, "sums", 2);
+  check_out(sums, "sums", 2);
+  check_shape(sums, "sums", {k, d});
+  check_typed<int64_t>(counts, "counts", 1);
+  check_out(counts, "counts", 1);
+  check_shape(counts, "counts", {k});
+  py::gil_scoped_release nogil;
+  data::centroid_sums(ptr<float>(x), n, d, ptr<int64_t>(labels), k, ptr<double>(sums), ptr<int64_t>(counts),
+                      nthreads);
+}
+
 void bin_codes(const py::array& x, const py::array& edges, const py::array& codes, int nthreads) {
   check_typed<float>(x, "x", 2);
   check_typed<float>(edges, "edges", 2);
@@ -163,6 +180,8 @@ void bind_data(py::module_& m) {
   using py::arg;
   m.def("kmeans_assign", &kmeans_assign, arg("x"), arg("centroids"), arg("labels"), arg("dist2"),
         arg("nthreads") = 1, "Nearest centroid (labels int64) and squared distance (float32) of each row of x.");
+  m.def("centroid_sums", &centroid_sums, arg("x"), arg("labels"), arg("k"), arg("sums"), arg("counts"),
+        arg("nthreads") = 1, "Per-centroid float64 sums (k, d) and member counts (k,) of the labelled rows of x.");
   m.def("bin_codes", &bin_codes, arg("x"), arg("edges"), arg("codes"), arg("nthreads") = 1,
         "codes (d, n) uint8 = searchsorted(edges[j], x[:, j], side='right') per feature.");
   m.def("joint_histograms", &joint_histograms, arg("codes"), arg("target"), arg("n_target"), arg("n_bins"),

@@ -25,6 +25,10 @@ struct Leaves {
   // Rows [0, rows) of x (stride d): labels and squared distances; `tile` is scratch of mr * min(kpad,
   // kCentroidBlock) floats. Returns the number of rows whose norm is not finite (their outputs are unspecified).
   int64_t (*assign_rows)(const float* x, int64_t rows, const Packed& c, int64_t* labels, float* dist2, float* tile);
+  // Adds rows [0, rows) of x (stride d) to sums[labels[i]] (float64, stride d) and counts; returns how many labels
+  // are outside [0, k) (those rows are skipped).
+  int64_t (*accumulate_rows)(const float* x, int64_t rows, int64_t d, const int64_t* labels, int64_t k,
+                             double* sums, int64_t* counts);
   // Codes of rows [0, rows) of x (stride d) against the edges of features [j0, j1) (stride m per feature, padded
   // with +inf to 255 per feature in `edges255`), written to codes + j * n_total + row0. Returns the NaN count.
   int64_t (*bin_rows)(const float* x, int64_t rows, int64_t d, int64_t j0, int64_t j1, const float* edges255,
@@ -47,6 +51,7 @@ struct Leaves {
   namespace NS {                                                                                             \
   extern const int64_t kNR, kMR;                                                                             \
   int64_t assign_rows(const float*, int64_t, const Packed&, int64_t*, float*, float*);                       \
+  int64_t accumulate_rows(const float*, int64_t, int64_t, const int64_t*, int64_t, double*, int64_t*);       \
   int64_t bin_rows(const float*, int64_t, int64_t, int64_t, int64_t, const float*, uint8_t*, int64_t, int64_t); \
   int64_t quantize_rows(const float*, int64_t, int64_t, const float*, const float*, float, float, uint8_t*);  \
   void dequantize_rows(const uint8_t*, bool, int64_t, int64_t, const float*, const float*, float*);          \
@@ -54,7 +59,7 @@ struct Leaves {
                              int8_t*, float*);                                                               \
   void delta_decode_block(const int8_t*, int64_t, int64_t, int64_t, const float*, const float*, float*);     \
   inline Leaves leaves() {                                                                                   \
-    return {kNR, kMR, assign_rows, bin_rows, quantize_rows, dequantize_rows, delta_encode_block,             \
+    return {kNR, kMR, assign_rows, accumulate_rows, bin_rows, quantize_rows, dequantize_rows, delta_encode_block,             \
             delta_decode_block};                                                                             \
   }                                                                                                          \
   }

@@ -40,12 +40,14 @@ static inline bool finite(float v) { return std::fabs(v) <= FLT_MAX; }  // false
 template <int R>
 static inline void panel_dists(const float* x, int64_t d, const float* panel, const float* cn, float* tile,
                                int64_t ldt) {
+// (Every loop over the R rows is fully unrolled, so the accumulators live in registers, never in a stack array.)
 #if FD_ISA_LEVEL == 2
   __m512 acc0[R], acc1[R];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   for (int64_t q = 0; q < d; ++q) {
     const __m512 b0 = _mm512_loadu_ps(panel + q * NR), b1 = _mm512_loadu_ps(panel + q * NR + 16);
-#pragma GCC unroll 12
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512 a = _mm512_set1_ps(x[r * d + q]);
       acc0[r] = _mm512_fmadd_ps(a, b0, acc0[r]);
@@ -53,16 +55,18 @@ static inline void panel_dists(const float* x, int64_t d, const float* panel, co
     }
   }
   const __m512 m2 = _mm512_set1_ps(-2.0f), c0 = _mm512_loadu_ps(cn), c1 = _mm512_loadu_ps(cn + 16);
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     _mm512_storeu_ps(tile + r * ldt, _mm512_fmadd_ps(acc0[r], m2, c0));
     _mm512_storeu_ps(tile + r * ldt + 16, _mm512_fmadd_ps(acc1[r], m2, c1));
   }
 #elif FD_ISA_LEVEL == 1
   __m256 acc0[R], acc1[R];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
   for (int64_t q = 0; q < d; ++q) {
     const __m256 b0 = _mm256_loadu_ps(panel + q * NR), b1 = _mm256_loadu_ps(panel + q * NR + 8);
-#pragma GCC unroll 6
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m256 a = _mm256_broadcast_ss(x + r * d + q);
       acc0[r] = _mm256_fmadd_ps(a, b0, acc0[r]);
@@ -70,6 +74,7 @@ static inline void panel_dists(const float* x, int64_t d, const float* panel, co
     }
   }
   const __m256 m2 = _mm256_set1_ps(-2.0f), c0 = _mm256_loadu_ps(cn), c1 = _mm256_loadu_ps(cn + 8);
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     _mm256_storeu_ps(tile + r * ldt, _mm256_fmadd_ps(acc0[r], m2, c0));
     _mm256_storeu_ps(tile + r * ldt + 8, _mm256_fmadd_ps(acc1[r], m2, c1));
@@ -177,6 +182,23 @@ int64_t assign_rows(const float* x, int64_t rows, const Packed& c, int64_t* labe
   int64_t bad = 0, i = 0;
   for (; i + MR <= rows; i += MR) bad += assign_tile<MR>(x + i * c.d, c, labels + i, dist2 + i, tile);
   if (i < rows) bad += assign_tail<MR - 1>(x + i * c.d, rows - i, c, labels + i, dist2 + i, tile);
+  return bad;
+}
+
+int64_t accumulate_rows(const float* x, int64_t rows, int64_t d, const int64_t* labels, int64_t k, double* sums,
+                        int64_t* counts) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t l = labels[i];
+    if (l < 0 || l >= k) {
+      ++bad;
+      continue;
+    }
+    double* acc = sums + l * d;
+    const float* xr = x + i * d;
+    for (int64_t q = 0; q < d; ++q) acc[q] += static_cast<double>(xr[q]);
+    ++counts[l];
+  }
   return bad;
 }
 

@@ -77,3 +77,11 @@ def centroid_norms(c: Tensor) -> Tensor:
         raise ValueError(f"centroids: centroid {int(bad.nonzero()[0, 0])} is not finite (or its squared norm "
                          "overflows float32)")
     return cn
+
+
+def check_labels(labels: Tensor, k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k: expected at least one centroid, got {k}")
+    bad = int(((labels < 0) | (labels >= k)).sum())
+    if bad:
+        raise ValueError(f"labels: {bad} label(s) outside [0, {k})")

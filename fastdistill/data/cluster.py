@@ -174,7 +174,7 @@ class ClusterCompressor(TransformerMixin, DataCompressor):
         return x[torch.from_numpy(order)].contiguous(), codes[order], np.concatenate([[0], np.cumsum(sizes)])
 
     def _rows(self, xc: Any, yc: Any, first: bool = False) -> Tuple[Tensor, Optional[np.ndarray], np.ndarray]:
-        x, _ = check_X(self, xc, reset=first, dtype=(np.float32,))
+        x = check_X(self, xc, reset=first, dtype=(np.float32,))[0].cpu()
         return self._groups(x.contiguous(), self._encode(yc, x.shape[0]))
 
     # --- layout and seeding --------------------------------------------------------------------------------
@@ -215,6 +215,7 @@ class ClusterCompressor(TransformerMixin, DataCompressor):
         if is_dask(X) or is_chunked(X):
             return self._fit_stream(X, y)
         x, _ = check_X(self, X, reset=True, dtype=(np.float32,))
+        x = x.cpu()  # (fitting runs on the CPU kernels; transform and predict follow the input's device)
         self._set_targets(None if y is None else check_y(y, x.shape[0]))
         x, codes, rows = self._groups(x.contiguous(), self._encode(y, x.shape[0]))
         self._start(x, rows, np.diff(rows), x.shape[0])
@@ -245,7 +246,7 @@ class ClusterCompressor(TransformerMixin, DataCompressor):
         head = src.peek(lambda got: sum(len(c[0]) for c in got) >= limit)
         if not head:
             raise ValueError("X: no rows (the chunk source was empty)")
-        x = torch.cat([check_X(self, c, reset=i == 0, dtype=(np.float32,))[0] for i, (c, _) in enumerate(head)])
+        x = torch.cat([check_X(self, c, reset=i == 0, dtype=(np.float32,))[0].cpu() for i, (c, _) in enumerate(head)])
         ys = None if head[0][1] is None else np.concatenate([check_y(c[1], len(c[0])) for c in head])
         y_all = None if y is None or not src.reiterable else np.asarray(y)
         self._set_targets(ys if y_all is None else check_y(y_all, len(y_all)))
@@ -284,7 +285,7 @@ class ClusterCompressor(TransformerMixin, DataCompressor):
         (``counts_``, the coreset weights) add up each batch's assignment."""
         self._check_params()
         first = not hasattr(self, "cluster_centers_")
-        x, _ = check_X(self, X, reset=first, dtype=(np.float32,))
+        x = check_X(self, X, reset=first, dtype=(np.float32,))[0].cpu()
         if first:
             self._set_targets(None if y is None else check_y(y, x.shape[0]))
             self._label_counts = None
@@ -327,10 +328,8 @@ class ClusterCompressor(TransformerMixin, DataCompressor):
         """Per-centroid sums, member counts, inertia, label counts and (``far``) each group's farthest rows."""
         labels, d2 = self._assign(x, rows)
         k = len(self.cluster_centers_)
-        part: Part = {"sums": torch.zeros((k, x.shape[1]), dtype=torch.float64).index_add_(0, labels, x.double()
-                                                                                            ).numpy(),
-                      "counts": torch.bincount(labels, minlength=k).double().numpy(),
-                      "inertia": float(d2.double().sum())}
+        sums, counts = _ops.call("centroid_sums", x, labels, k)
+        part: Part = {"sums": sums.numpy(), "counts": counts.double().numpy(), "inertia": float(d2.double().sum())}
         if codes is not None and not self._grouped():
             lab = labels.numpy()
             if self._regression:
@@ -405,8 +404,11 @@ class ClusterCompressor(TransformerMixin, DataCompressor):
         if out is not None:
             return out, None, False
         x, torch_out = check_X(self, X, reset=False, finite=False, dtype=(np.float32,))
-        labels, _ = _ops.call("kmeans_assign", x.contiguous(), torch.from_numpy(self.cluster_centers_))
+        labels, _ = _ops.call("kmeans_assign", x.contiguous(), self._centers(x.device))
         return None, labels, torch_out
+
+    def _centers(self, device: torch.device) -> Tensor:
+        return torch.from_numpy(self.cluster_centers_).to(device)
 
     def predict(self, X: Any) -> Any:
         """Index of each sample's nearest centroid (over all centroids, whatever their class)."""
@@ -416,7 +418,7 @@ class ClusterCompressor(TransformerMixin, DataCompressor):
     def transform(self, X: Any) -> Any:
         """Each sample replaced by its nearest centroid (float32, same shape)."""
         out, labels, torch_out = self._nearest(X, self.transform, getattr(self, "n_features_in_", None))
-        return out if labels is None else to_kind(torch.from_numpy(self.cluster_centers_)[labels], torch_out)
+        return out if labels is None else to_kind(self._centers(labels.device)[labels], torch_out)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

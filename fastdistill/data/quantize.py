@@ -131,7 +131,7 @@ class DataQuantizer(TransformerMixin, DataCompressor):
         return out
 
     def _block_stats(self, xc: Any, yc: Any) -> Stats:
-        return self._chunk_stats(self._chunk_input(xc, first=not hasattr(self, "n_features_in_")))
+        return self._chunk_stats(self._chunk_input(xc, first=not hasattr(self, "n_features_in_")).cpu())
 
     def fit(self, X: Any, y: Any = None) -> "DataQuantizer":
         """Fits the scales to X (array, tensor, ``np.memmap``, ``.npy`` path, iterable of chunks, Dask array)."""
@@ -142,7 +142,7 @@ class DataQuantizer(TransformerMixin, DataCompressor):
             self.n_features_in_ = len(next(v for k, v in stats.items() if k != "n"))
         else:
             x, _ = check_X(self, X, reset=True)
-            stats = self._chunk_stats(x)
+            stats = self._chunk_stats(x.cpu())
         return self._finish(stats)
 
     def partial_fit(self, X: ArrayLike, y: Any = None) -> "DataQuantizer":
@@ -150,7 +150,7 @@ class DataQuantizer(TransformerMixin, DataCompressor):
         self._check_params()
         first = not hasattr(self, "_stats")
         x, _ = check_X(self, X, reset=first)
-        stats = self._chunk_stats(x)
+        stats = self._chunk_stats(x.cpu())
         return self._finish(stats if first else self._merge(self._stats, stats))
 
     def _finish(self, s: Stats) -> "DataQuantizer":
@@ -208,7 +208,7 @@ class DataQuantizer(TransformerMixin, DataCompressor):
             return out
         x, torch_out = check_X(self, X, reset=False, finite=False)
         x = x.float().contiguous()
-        scale, offset = torch.from_numpy(self.scale_), torch.from_numpy(self.offset_)
+        scale, offset = self._params(x.device)
         q = _qmax(self.bits, self.scheme)
         if self.scheme == "asymmetric":
             codes = _ops.call("quantize_columns", x, scale, offset, 0, q)
@@ -219,7 +219,7 @@ class DataQuantizer(TransformerMixin, DataCompressor):
             m = _ops.call("quantize_columns", mag, scale, offset - scale, 1, q)
             codes = torch.where(x == 0, 0, torch.where(x < 0, -m.to(torch.int16), m.to(torch.int16))).to(torch.int8)
         else:
-            anchor, step = self._delta_scales(x.shape[0])
+            anchor, step = self._delta_scales(x.shape[0], x.device)
             seq = x if self.axis == 0 else x.T.contiguous()
             codes = _ops.call("delta_encode", seq, anchor, step, self.block, q)
             codes = codes if self.axis == 0 else codes.T.contiguous()
@@ -229,7 +229,7 @@ class DataQuantizer(TransformerMixin, DataCompressor):
         """float32 values of the codes."""
         check_is_fitted(self, "scale_")
         c, torch_out = _as_codes(codes, self.n_features_in_, self.code_dtype)
-        scale, offset = torch.from_numpy(self.scale_), torch.from_numpy(self.offset_)
+        scale, offset = self._params(c.device)
         if self.scheme in ("asymmetric", "symmetric", "mean"):
             x = _ops.call("dequantize_columns", c, scale, offset)
         elif self.scheme == "log":
@@ -237,16 +237,19 @@ class DataQuantizer(TransformerMixin, DataCompressor):
             mag = torch.exp2(_ops.call("dequantize_columns", m, scale, offset - scale))
             x = torch.where(c == 0, 0.0, torch.where(c < 0, -mag, mag))
         else:
-            anchor, step = self._delta_scales(c.shape[0])
+            anchor, step = self._delta_scales(c.shape[0], c.device)
             seq = c if self.axis == 0 else c.T.contiguous()
             x = _ops.call("delta_decode", seq, anchor, step, self.block)
             x = x if self.axis == 0 else x.T.contiguous()
         return to_kind(x, torch_out)
 
-    def _delta_scales(self, n: int) -> Tuple[Tensor, Tensor]:
+    def _params(self, device: torch.device) -> Tuple[Tensor, Tensor]:
+        return torch.from_numpy(self.scale_).to(device), torch.from_numpy(self.offset_).to(device)
+
+    def _delta_scales(self, n: int, device: torch.device) -> Tuple[Tensor, Tensor]:
         """Anchor and step scales per column of the differenced matrix: the features (axis 0), or the n samples
         (axis 1: the sequences run along the rows, one pooled scale)."""
-        anchor, step = torch.from_numpy(self.scale_), torch.from_numpy(self.step_scale_)
+        anchor, step = torch.from_numpy(self.scale_).to(device), torch.from_numpy(self.step_scale_).to(device)
         if self.axis == 0:
             return anchor, step
         return anchor.new_full((n,), float(anchor[0])), step.new_full((n,), float(step[0]))

@@ -214,7 +214,7 @@ class FeatureSelector(SelectorMixin, DataCompressor):
             if self.method not in STATISTICS:
                 raise ValueError(f"method: {self.method!r} needs X in memory (an array or a tensor)")
             return self._fit_stream(X, y)
-        x, _ = check_X(self, X, reset=True)
+        x = check_X(self, X, reset=True)[0].cpu()
         k = self._check_k(x.shape[1])
         if self.method == "variance":
             if y is not None:
@@ -345,7 +345,7 @@ class FeatureSelector(SelectorMixin, DataCompressor):
         head = src.peek(lambda got: sum(len(c[0]) for c in got) >= self.max_rows)
         if not head:
             raise ValueError("X: no rows (the chunk source was empty)")
-        xs = torch.cat([check_X(self, c, reset=i == 0)[0] for i, (c, _) in enumerate(head)])[:self.max_rows]
+        xs = torch.cat([check_X(self, c, reset=i == 0)[0].cpu() for i, (c, _) in enumerate(head)])[:self.max_rows]
         k = self._check_k(xs.shape[1])
         continuous = False
         if self.method != "variance":  # the labels: all of them when y is an array, else those read so far
@@ -359,7 +359,7 @@ class FeatureSelector(SelectorMixin, DataCompressor):
             edges = torch.from_numpy(self.edges_)
 
             def hist(xc: Any, yc: Any) -> np.ndarray:
-                x, _ = check_X(self, xc, reset=False)
+                x = check_X(self, xc, reset=False)[0].cpu()
                 target, n_target = self._y_codes(check_y(yc, x.shape[0]), continuous, n_bins)
                 return _ops.call("joint_histograms", _ops.call("bin_codes", x.float().contiguous(), edges), target,
                                  n_target, n_bins).numpy()
@@ -369,7 +369,7 @@ class FeatureSelector(SelectorMixin, DataCompressor):
             return self._select_info(h, k, _ops.call("bin_codes", xs.float().contiguous(), edges), n_bins)
 
         def part(xc: Any, yc: Any) -> Stats:
-            x, _ = check_X(self, xc, reset=False)
+            x = check_X(self, xc, reset=False)[0].cpu()
             self._check_stat_input(x)
             yy = None if self.method == "variance" else self._y_values(check_y(yc, x.shape[0]), continuous)
             return self._stat_part(x, yy)
@@ -414,7 +414,7 @@ class FeatureSelector(SelectorMixin, DataCompressor):
             return out
         if isinstance(X, Tensor):
             t, _ = check_X(self, X, reset=False, finite=False, dtype=(np.float32, np.float64))
-            return t[:, torch.from_numpy(np.nonzero(self.support_)[0])]
+            return t[:, torch.from_numpy(np.nonzero(self.support_)[0]).to(t.device)]
         return super().transform(X)
 
     def inverse_transform(self, X: Any) -> Any:
@@ -422,7 +422,7 @@ class FeatureSelector(SelectorMixin, DataCompressor):
         if isinstance(X, Tensor):
             check_is_fitted(self, "support_")
             out = X.new_zeros((X.shape[0], len(self.support_)))
-            out[:, torch.from_numpy(np.nonzero(self.support_)[0])] = X
+            out[:, torch.from_numpy(np.nonzero(self.support_)[0]).to(X.device)] = X
             return out
         return super().inverse_transform(X)
 

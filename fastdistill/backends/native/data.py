@@ -26,6 +26,14 @@ def kmeans_assign(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
     return labels, dist2
 
 
+@register_kernel("centroid_sums", "native", dtypes=(torch.float32, torch.int64))
+def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    sums = torch.empty((k, x.shape[1]), dtype=torch.float64)
+    counts = torch.empty(k, dtype=torch.int64)
+    _C.centroid_sums(_np(x), labels.numpy(), k, sums.numpy(), counts.numpy(), torch.get_num_threads())
+    return sums, counts
+
+
 @register_kernel("bin_codes", "native", dtypes=F32)
 def bin_codes(x: Tensor, edges: Tensor) -> Tensor:
     codes = torch.empty((x.shape[1], x.shape[0]), dtype=torch.uint8)

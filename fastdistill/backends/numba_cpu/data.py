@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Tuple
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from .._data import (centroid_norms, check_code_range, check_delta, check_edges, check_histogram_args,
+from .._data import (centroid_norms, check_code_range, check_labels, check_delta, check_edges, check_histogram_args,
                      histogram_error, nonfinite_error, rows_error)
 
 F32 = (torch.float32,)
@@ -75,6 +76,27 @@ def kmeans_assign(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
     if bad:
         raise rows_error(bad)
     return labels, dist2
+
+
+@njit(cache=True, parallel=True)
+def _centroid_sums(x, labels, k, sums, counts, parts):
+    n, d = x.shape
+    for p in prange(parts):  # each part adds its rows into its own accumulators, summed after
+        for i in range(n * p // parts, n * (p + 1) // parts):
+            lab = labels[i]
+            for q in range(d):
+                sums[p, lab, q] += x[i, q]
+            counts[p, lab] += 1
+
+
+@register_kernel("centroid_sums", "numba", dtypes=(torch.float32, torch.int64))
+def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    check_labels(labels, k)
+    parts = max(1, min(numba.get_num_threads(), x.shape[0] // 4096))
+    sums = np.zeros((parts, k, x.shape[1]))
+    counts = np.zeros((parts, k), np.int64)
+    _centroid_sums(x.numpy(), labels.numpy(), k, sums, counts, parts)
+    return torch.from_numpy(sums.sum(0)), torch.from_numpy(counts.sum(0))
 
 
 @njit(cache=True, parallel=True)

@@ -3,6 +3,7 @@ kernels (and the CUDA path: they run on any device).
 
 * ``kmeans_assign``: nearest centroid by the GEMM form ``||c||^2 - 2 x.c`` (fp32, rows in chunks so the distance
   matrix stays small); the squared distance adds ``||x||^2`` to the winner. Ties go to the smaller index.
+* ``centroid_sums``: float64 sums and counts of the rows per label (Lloyd's M step).
 * ``bin_codes``: ``searchsorted(edges[j], x[:, j], right=True)`` per feature, feature-major uint8.
 * ``joint_histograms``: joint counts of (target, code) per feature.
 * ``quantize_columns`` / ``dequantize_columns``: ``clamp(round((x - offset) / scale), qmin, qmax)`` (fp32, true
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from .._data import (centroid_norms, check_code_range, check_delta, check_edges, check_finite, check_histogram_args,
+from .._data import (centroid_norms, check_code_range, check_labels, check_delta, check_edges, check_finite, check_histogram_args,
                      histogram_error, rows_error)
 
 DEVICES = ("cpu", "cuda")
@@ -47,6 +48,13 @@ def kmeans_assign(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
     if bad:
         raise rows_error(bad)
     return labels, dist2
+
+
+@register_kernel("centroid_sums", "python", devices=DEVICES)
+def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    check_labels(labels, k)
+    sums = torch.zeros((k, x.shape[1]), dtype=torch.float64, device=x.device).index_add_(0, labels, x.double())
+    return sums, torch.bincount(labels, minlength=k)
 
 
 @register_kernel("bin_codes", "python", devices=DEVICES)
