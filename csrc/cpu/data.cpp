@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "data_isa.h"
+#include "huge_pages.h"
 
 namespace fd {
 // Declared with its enumerators in common.h (which includes pybind11); only its value is read here:
@@ -248,6 +249,7 @@ void quantize_columns(const float* x, int64_t n, int64_t d, const float* scale, 
   check_scales(scale, d, "scale");
   check_offsets(offset, d);
   if (n == 0 || d == 0) return;
+  advise_huge_pages(codes, n * d);  // a fresh output: fewer first-touch page faults
   const Leaves leaf = pick_leaves();
   const Periodic p = periodic(n, d);
   const std::vector<float> sc = tile_to(scale, d, p.period), off = tile_to(offset, d, p.period);
@@ -270,6 +272,7 @@ void quantize_columns(const float* x, int64_t n, int64_t d, const float* scale, 
 void dequantize_columns(const uint8_t* codes, bool is_signed, int64_t n, int64_t d, const float* scale,
                         const float* offset, float* out, int nthreads) {
   if (n == 0 || d == 0) return;
+  advise_huge_pages(out, n * d * static_cast<int64_t>(sizeof(float)));
   const Leaves leaf = pick_leaves();
   const Periodic p = periodic(n, d);
   const std::vector<float> sc = tile_to(scale, d, p.period), off = tile_to(offset, d, p.period);
@@ -312,6 +315,7 @@ void delta_encode(const float* x, int64_t n, int64_t d, const float* anchor_scal
   check_delta(d, anchor_scale, step_scale, block);
   require(qmax >= 1 && qmax <= 127, "qmax: expected 1..127, got " + std::to_string(qmax));
   if (n == 0 || d == 0) return;
+  advise_huge_pages(codes, n * d);
   const Leaves leaf = pick_leaves();
   nthreads = threads_for(n * d, nthreads);
   const DeltaTasks dt = delta_tasks(n, d, block, nthreads);
