@@ -405,6 +405,18 @@ def _(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     return x.new_empty((k, x.shape[1]), dtype=torch.float64), x.new_empty((k,), dtype=torch.int64)
 
 
+@torch.library.custom_op("fastdistill::column_stats", mutates_args=())
+def column_stats(x: Tensor) -> Tensor:
+    """float64 (6, d) per-column statistics of the float32 ``x`` (n, d) in one pass: min, max, sum |x|, max |x|,
+    smallest nonzero |x| (inf if none), largest |x[i+1] - x[i]| down the rows (0 for n < 2)."""
+    return dispatch("column_stats", x.contiguous())
+
+
+@column_stats.register_fake
+def _(x: Tensor) -> Tensor:
+    return x.new_empty((6, x.shape[1]), dtype=torch.float64)
+
+
 @torch.library.custom_op("fastdistill::bin_codes", mutates_args=())
 def bin_codes(x: Tensor, edges: Tensor) -> Tensor:
     """uint8 codes (d, n), feature-major: the number of ``edges[j]`` (ascending, at most 255) <= ``x[i, j]``."""

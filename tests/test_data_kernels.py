@@ -1,5 +1,5 @@
-"""Data-compression kernels (kmeans_assign, centroid_sums, bin_codes, joint_histograms, quantize/dequantize_columns,
-delta_encode/decode): every backend and SIMD level against the pure-torch reference on awkward sizes (0 and 1 rows,
+"""Data-compression kernels (kmeans_assign, centroid_sums, column_stats, bin_codes, joint_histograms,
+quantize/dequantize_columns, delta_encode/decode): every backend and SIMD level against the pure-torch reference on awkward sizes (0 and 1 rows,
 1 feature, odd sizes, microkernel tile edges, non-contiguous views, large inputs), exactly for integer outputs;
 their bad-input errors; opcheck."""
 from __future__ import annotations
@@ -111,6 +111,25 @@ def test_centroid_sums_match_reference(backend, gen, n, d, k):
         bad[n // 2] = k
         with pytest.raises(ValueError, match="outside"):
             run("centroid_sums", backend, x, bad, k)
+
+
+@pytest.mark.parametrize("n,d", [(0, 3), (1, 1), (2, 5), (17, 1), (1001, 63), (70001, 3)], ids=lambda v: str(v))
+def test_column_stats_match_reference(backend, gen, n, d):
+    x = torch.randn(n, d, generator=gen) * 3
+    if n > 4:
+        x[3] = 0.0  # exact zeros: not the smallest nonzero magnitude
+        x[:, 0] = 2.5  # a constant column
+    got = run("column_stats", backend, x)
+    want = ref("column_stats", x)
+    assert got.dtype == torch.float64 and got.shape == (6, d)
+    exact = [0, 1, 3, 4, 5]  # min, max, max|x|, min nonzero |x|, max step: exact; the float64 sum up to rounding
+    assert torch.equal(got[exact], want[exact])
+    torch.testing.assert_close(got[2], want[2], rtol=1e-12, atol=1e-9)
+    if n:
+        bad = x.clone()
+        bad[n // 2, d - 1] = float("nan")
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            run("column_stats", backend, bad)
 
 
 def sorted_edges(d, m, gen, ties=False):
@@ -264,13 +283,14 @@ def test_delta_errors(backend, gen):
         run("delta_encode", backend, bad, one, one, 4, 127)
 
 
-@pytest.mark.parametrize("op", ["kmeans_assign", "centroid_sums", "bin_codes", "joint_histograms", "quantize_columns",
-                                "dequantize_columns", "delta_encode", "delta_decode"])
+@pytest.mark.parametrize("op", ["kmeans_assign", "centroid_sums", "column_stats", "bin_codes", "joint_histograms",
+                                "quantize_columns", "dequantize_columns", "delta_encode", "delta_decode"])
 def test_opcheck(gen, op):
     x = torch.randn(9, 5, generator=gen)
     ones = torch.ones(5)
     args = {"kmeans_assign": (x, x[:3].clone()),
             "centroid_sums": (x, torch.randint(0, 3, (9,)), 3),
+            "column_stats": (x,),
             "bin_codes": (x, sorted_edges(5, 6, gen)),
             "joint_histograms": (torch.randint(0, 4, (5, 9), dtype=torch.int32).to(torch.uint8),
                                  torch.randint(0, 2, (9,), dtype=torch.int32), 2, 4),

@@ -170,6 +170,40 @@ void centroid_sums(const float* x, int64_t n, int64_t d, const int64_t* labels, 
   require(bad == 0, "labels: " + std::to_string(bad) + " label(s) outside [0, " + std::to_string(k) + ")");
 }
 
+void column_stats(const float* x, int64_t n, int64_t d, double* out, int nthreads) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const Leaves leaf = pick_leaves();
+  nthreads = threads_for(n * std::max<int64_t>(d, 1), nthreads);
+  // Each thread folds a contiguous range of rows (its steps start at the row before its range), then the ranges
+  // are combined: min/max of the running values, sums of the float64 |x| sums.
+  std::vector<float> st(static_cast<size_t>(5 * d * nthreads));
+  std::vector<double> sabs(static_cast<size_t>(d * nthreads), 0.0);
+  for (int t = 0; t < nthreads; ++t)
+    for (int64_t j = 0; j < d; ++j) {
+      float* s = st.data() + t * 5 * d;
+      s[j] = inf, s[d + j] = -inf, s[2 * d + j] = 0.0f, s[3 * d + j] = inf, s[4 * d + j] = 0.0f;
+    }
+  int64_t bad = 0;
+#pragma omp parallel num_threads(nthreads) reduction(+ : bad)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t r0 = n * t / nt, r1 = n * (t + 1) / nt;
+    if (r1 > r0)
+      bad += leaf.column_stats_rows(x + r0 * d, r1 - r0, d, r0 ? x + (r0 - 1) * d : nullptr, st.data() + t * 5 * d,
+                                    sabs.data() + t * d);
+  }
+  require(bad == 0, nonfinite_message(bad));
+  for (int64_t j = 0; j < d; ++j) {
+    double mn = inf, mx = -inf, sa = 0.0, am = 0.0, nz = inf, stp = 0.0;
+    for (int t = 0; t < nthreads; ++t) {
+      const float* s = st.data() + t * 5 * d;
+      mn = std::min<double>(mn, s[j]), mx = std::max<double>(mx, s[d + j]), am = std::max<double>(am, s[2 * d + j]);
+      nz = std::min<double>(nz, s[3 * d + j]), stp = std::max<double>(stp, s[4 * d + j]), sa += sabs[t * d + j];
+    }
+    out[j] = mn, out[d + j] = mx, out[2 * d + j] = sa, out[3 * d + j] = am, out[4 * d + j] = nz, out[5 * d + j] = stp;
+  }
+}
+
 void bin_codes(const float* x, int64_t n, int64_t d, const float* edges, int64_t m, uint8_t* codes, int nthreads) {
   require(m >= 0 && m <= 255, "edges: expected at most 255 edges per feature, got " + std::to_string(m));
   std::vector<float> e255(static_cast<size_t>(d * 255), std::numeric_limits<float>::infinity());

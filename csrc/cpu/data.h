@@ -18,6 +18,11 @@ void kmeans_assign(const float* x, int64_t n, int64_t d, const float* c, int64_t
 void centroid_sums(const float* x, int64_t n, int64_t d, const int64_t* labels, int64_t k, double* sums,
                    int64_t* counts, int nthreads);
 
+// One pass of per-column statistics of x (n x d), written as float64 rows of out (6 x d): min, max, sum |x|,
+// max |x|, the smallest nonzero |x| (+inf if none), and the largest |x[i+1] - x[i]| down the rows (0 for n < 2).
+// Throws when x holds NaN or inf.
+void column_stats(const float* x, int64_t n, int64_t d, double* out, int nthreads);
+
 // Bin codes of x (n x d) against per-feature ascending edges (d x m, m <= 255): codes[j * n + i] = number of
 // edges[j][.] <= x[i][j] (numpy's searchsorted side="right"), written feature-major (d x n). Throws on NaN.
 void bin_codes(const float* x, int64_t n, int64_t d, const float* edges, int64_t m, uint8_t* codes, int nthreads);

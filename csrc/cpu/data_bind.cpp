@@ -80,6 +80,15 @@ void centroid_sums(const py::array& x, const py::array& labels, int64_t k, const
                       nthreads);
 }
 
+void column_stats(const py::array& x, const py::array& out, int nthreads) {
+  check_typed<float>(x, "x", 2);
+  check_typed<double>(out, "out", 2);
+  check_out(out, "out", 2);
+  check_shape(out, "out", {6, x.shape(1)});
+  py::gil_scoped_release nogil;
+  data::column_stats(ptr<float>(x), x.shape(0), x.shape(1), ptr<double>(out), nthreads);
+}
+
 void bin_codes(const py::array& x, const py::array& edges, const py::array& codes, int nthreads) {
   check_typed<float>(x, "x", 2);
   check_typed<float>(edges, "edges", 2);
@@ -182,6 +191,8 @@ void bind_data(py::module_& m) {
         arg("nthreads") = 1, "Nearest centroid (labels int64) and squared distance (float32) of each row of x.");
   m.def("centroid_sums", &centroid_sums, arg("x"), arg("labels"), arg("k"), arg("sums"), arg("counts"),
         arg("nthreads") = 1, "Per-centroid float64 sums (k, d) and member counts (k,) of the labelled rows of x.");
+  m.def("column_stats", &column_stats, arg("x"), arg("out"), arg("nthreads") = 1,
+        "out (6, d) float64: per-column min, max, sum|x|, max|x|, min nonzero |x|, max |step| down the rows.");
   m.def("bin_codes", &bin_codes, arg("x"), arg("edges"), arg("codes"), arg("nthreads") = 1,
         "codes (d, n) uint8 = searchsorted(edges[j], x[:, j], side='right') per feature.");
   m.def("joint_histograms", &joint_histograms, arg("codes"), arg("target"), arg("n_target"), arg("n_bins"),

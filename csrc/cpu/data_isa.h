@@ -29,6 +29,10 @@ struct Leaves {
   // are outside [0, k) (those rows are skipped).
   int64_t (*accumulate_rows)(const float* x, int64_t rows, int64_t d, const int64_t* labels, int64_t k,
                              double* sums, int64_t* counts);
+  // Per-column running statistics of rows [0, rows) (see column_stats), folded into st (5 x d floats: min, max,
+  // max|x|, min nonzero |x|, max step; steps start at `prev`, the row before, when given) and sabs (d doubles).
+  // Returns the non-finite count.
+  int64_t (*column_stats_rows)(const float* x, int64_t rows, int64_t d, const float* prev, float* st, double* sabs);
   // Codes of rows [0, rows) of x (stride d) against the edges of features [j0, j1) (stride m per feature, padded
   // with +inf to 255 per feature in `edges255`), written to codes + j * n_total + row0. Returns the NaN count.
   int64_t (*bin_rows)(const float* x, int64_t rows, int64_t d, int64_t j0, int64_t j1, const float* edges255,
@@ -52,6 +56,7 @@ struct Leaves {
   extern const int64_t kNR, kMR;                                                                             \
   int64_t assign_rows(const float*, int64_t, const Packed&, int64_t*, float*, float*);                       \
   int64_t accumulate_rows(const float*, int64_t, int64_t, const int64_t*, int64_t, double*, int64_t*);       \
+  int64_t column_stats_rows(const float*, int64_t, int64_t, const float*, float*, double*);                   \
   int64_t bin_rows(const float*, int64_t, int64_t, int64_t, int64_t, const float*, uint8_t*, int64_t, int64_t); \
   int64_t quantize_rows(const float*, int64_t, int64_t, const float*, const float*, float, float, uint8_t*);  \
   void dequantize_rows(const uint8_t*, bool, int64_t, int64_t, const float*, const float*, float*);          \
@@ -59,7 +64,7 @@ struct Leaves {
                              int8_t*, float*);                                                               \
   void delta_decode_block(const int8_t*, int64_t, int64_t, int64_t, const float*, const float*, float*);     \
   inline Leaves leaves() {                                                                                   \
-    return {kNR, kMR, assign_rows, accumulate_rows, bin_rows, quantize_rows, dequantize_rows, delta_encode_block,             \
+    return {kNR, kMR, assign_rows, accumulate_rows, column_stats_rows, bin_rows, quantize_rows, dequantize_rows, delta_encode_block,             \
             delta_decode_block};                                                                             \
   }                                                                                                          \
   }

@@ -202,6 +202,36 @@ int64_t accumulate_rows(const float* x, int64_t rows, int64_t d, const int64_t* 
   return bad;
 }
 
+// ---------------------------------------------------------------------------------------------- column statistics
+
+int64_t column_stats_rows(const float* x, int64_t rows, int64_t d, const float* prev, float* st, double* sabs) {
+  float* mn = st;
+  float* mx = st + d;
+  float* amax = st + 2 * d;
+  float* nz = st + 3 * d;
+  float* step = st + 4 * d;
+  int32_t bad = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* xr = x + i * d;
+    const float* before = i ? xr - d : prev;
+    for (int64_t j = 0; j < d; ++j) {
+      const float v = xr[j], a = std::fabs(v);
+      bad += !(a <= FLT_MAX);
+      mn[j] = v < mn[j] ? v : mn[j];
+      mx[j] = v > mx[j] ? v : mx[j];
+      amax[j] = a > amax[j] ? a : amax[j];
+      nz[j] = (a > 0.0f && a < nz[j]) ? a : nz[j];
+      sabs[j] += static_cast<double>(a);
+    }
+    if (before)
+      for (int64_t j = 0; j < d; ++j) {
+        const float s = std::fabs(xr[j] - before[j]);
+        step[j] = s > step[j] ? s : step[j];
+      }
+  }
+  return bad;
+}
+
 // ---------------------------------------------------------------------------------------------- bin codes
 
 // SIMD levels search one vector of rows at a time: the values and each step's edges arrive by gathers (the row

@@ -87,31 +87,16 @@ class DataQuantizer(TransformerMixin, DataCompressor):
             raise ValueError(f"axis: expected 0 or 1, got {self.axis!r}")
 
     def _chunk_stats(self, x: Tensor) -> Stats:
-        """What the scheme needs from one chunk, per column (float64 numpy)."""
-        xf = x.float()
-        s: Stats = {"n": int(x.shape[0])}
-        if self.scheme == "asymmetric":
-            lo, hi = torch.aminmax(xf, dim=0) if x.shape[0] else (xf.new_full((x.shape[1],), np.inf),
-                                                                   xf.new_full((x.shape[1],), -np.inf))
-            s["min"], s["max"] = lo.double().numpy(), hi.double().numpy()
-        elif self.scheme == "symmetric":
-            s["max_abs"] = _amax(xf.abs())
-        elif self.scheme == "mean":
-            s["sum_abs"] = xf.abs().double().sum(0).numpy()
-        elif self.scheme == "log":
-            mag = xf.abs()
-            s["max_abs"] = _amax(mag)
-            s["min_nonzero"] = torch.where(mag > 0, mag, torch.full_like(mag, np.inf)).amin(0).double().numpy() \
-                if x.shape[0] else np.full(x.shape[1], np.inf)
-        else:
-            s["max_abs"] = _amax(xf.abs())
-            if self.axis == 0:
-                s["max_step"] = _amax((xf[1:] - xf[:-1]).abs(), x.shape[1])
-                if x.shape[0]:
-                    s["first"], s["last"] = xf[0].double().numpy(), xf[-1].double().numpy()
-            else:  # one step scale for every position of the sequences
-                step = float((xf[:, 1:] - xf[:, :-1]).abs().max()) if x.shape[0] and x.shape[1] > 1 else 0.0
-                s["max_step"] = np.full(x.shape[1], step)
+        """Per-column statistics of one chunk (float64 numpy), from one native pass over it."""
+        xf = x.float().contiguous()
+        mn, mx, sum_abs, max_abs, min_nonzero, max_step = _ops.call("column_stats", xf).numpy()
+        s: Stats = {"n": int(x.shape[0]), "min": mn, "max": mx, "sum_abs": sum_abs, "max_abs": max_abs,
+                    "min_nonzero": min_nonzero, "max_step": max_step}
+        if self.scheme == "gradient" and self.axis == 1:  # one step scale for every position of the sequences
+            step = float((xf[:, 1:] - xf[:, :-1]).abs().max()) if x.shape[0] and x.shape[1] > 1 else 0.0
+            s["max_step"] = np.full(x.shape[1], step)
+        elif x.shape[0]:  # consecutive chunks: the step between them is added when they are merged
+            s["first"], s["last"] = xf[0].double().numpy(), xf[-1].double().numpy()
         return s
 
     @staticmethod
@@ -124,7 +109,8 @@ class DataQuantizer(TransformerMixin, DataCompressor):
             op = np.minimum if key.startswith("min") else np.maximum if key.startswith("max") else np.add
             out[key] = op(a[key], b[key])
         if "last" in a and "first" in b:
-            out["max_step"] = np.maximum(out["max_step"], np.abs(b["first"] - a["last"]))
+            step = np.abs(b["first"].astype(np.float32) - a["last"].astype(np.float32))  # (as the kernel: fp32)
+            out["max_step"] = np.maximum(out["max_step"], step)
         for key, src in (("first", a if "first" in a else b), ("last", b if "last" in b else a)):
             if key in src:
                 out[key] = src[key]
@@ -141,7 +127,7 @@ class DataQuantizer(TransformerMixin, DataCompressor):
             stats = map_reduce(self._block_stats, self._merge, X, chunk_rows=self.chunk_rows)
             self.n_features_in_ = len(next(v for k, v in stats.items() if k != "n"))
         else:
-            x, _ = check_X(self, X, reset=True)
+            x, _ = check_X(self, X, reset=True, finite=False)  # (the statistics pass rejects NaN and inf itself)
             stats = self._chunk_stats(x.cpu())
         return self._finish(stats)
 
@@ -270,12 +256,6 @@ class DataQuantizer(TransformerMixin, DataCompressor):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = []
         return tags
-
-
-def _amax(t: Tensor, cols: Optional[int] = None) -> np.ndarray:
-    if t.shape[0] == 0:
-        return np.zeros(t.shape[1] if cols is None else cols)
-    return t.amax(0).double().numpy()
 
 
 def _positive(scale: np.ndarray) -> np.ndarray:

@@ -34,6 +34,13 @@ def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     return sums, counts
 
 
+@register_kernel("column_stats", "native", dtypes=F32)
+def column_stats(x: Tensor) -> Tensor:
+    out = torch.empty((6, x.shape[1]), dtype=torch.float64)
+    _C.column_stats(_np(x), out.numpy(), torch.get_num_threads())
+    return out
+
+
 @register_kernel("bin_codes", "native", dtypes=F32)
 def bin_codes(x: Tensor, edges: Tensor) -> Tensor:
     codes = torch.empty((x.shape[1], x.shape[0]), dtype=torch.uint8)

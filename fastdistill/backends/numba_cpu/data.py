@@ -16,7 +16,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from .._data import (centroid_norms, check_code_range, check_labels, check_delta, check_edges, check_histogram_args,
+from .._data import (centroid_norms, check_code_range, check_delta, check_edges, check_histogram_args, check_labels,
                      histogram_error, nonfinite_error, rows_error)
 
 F32 = (torch.float32,)
@@ -97,6 +97,37 @@ def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     counts = np.zeros((parts, k), np.int64)
     _centroid_sums(x.numpy(), labels.numpy(), k, sums, counts, parts)
     return torch.from_numpy(sums.sum(0)), torch.from_numpy(counts.sum(0))
+
+
+@njit(cache=True, parallel=True)
+def _column_stats(x, out):
+    n, d = x.shape
+    bad = 0
+    for j in prange(d):
+        mn, mx, sa, am, nz, st = np.inf, -np.inf, 0.0, np.float32(0.0), np.inf, np.float32(0.0)
+        for i in range(n):
+            v = x[i, j]
+            a = abs(v)
+            bad += not _finite(v)
+            mn = min(mn, v)
+            mx = max(mx, v)
+            am = max(am, a)
+            if a > 0:
+                nz = min(nz, a)
+            sa += a
+            if i:
+                st = max(st, abs(v - x[i - 1, j]))
+        out[0, j], out[1, j], out[2, j], out[3, j], out[4, j], out[5, j] = mn, mx, sa, am, nz, st
+    return bad
+
+
+@register_kernel("column_stats", "numba", dtypes=F32)
+def column_stats(x: Tensor) -> Tensor:
+    out = torch.empty((6, x.shape[1]), dtype=torch.float64)
+    bad = _column_stats(x.numpy(), out.numpy())
+    if bad:
+        raise nonfinite_error(bad)
+    return out
 
 
 @njit(cache=True, parallel=True)

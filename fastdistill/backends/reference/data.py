@@ -4,6 +4,7 @@ kernels (and the CUDA path: they run on any device).
 * ``kmeans_assign``: nearest centroid by the GEMM form ``||c||^2 - 2 x.c`` (fp32, rows in chunks so the distance
   matrix stays small); the squared distance adds ``||x||^2`` to the winner. Ties go to the smaller index.
 * ``centroid_sums``: float64 sums and counts of the rows per label (Lloyd's M step).
+* ``column_stats``: per-column min, max, sum |x|, max |x|, smallest nonzero |x|, largest step down the rows.
 * ``bin_codes``: ``searchsorted(edges[j], x[:, j], right=True)`` per feature, feature-major uint8.
 * ``joint_histograms``: joint counts of (target, code) per feature.
 * ``quantize_columns`` / ``dequantize_columns``: ``clamp(round((x - offset) / scale), qmin, qmax)`` (fp32, true
@@ -24,8 +25,8 @@ import torch
 from torch import Tensor
 
 from ..._dispatch import register_kernel
-from .._data import (centroid_norms, check_code_range, check_labels, check_delta, check_edges, check_finite, check_histogram_args,
-                     histogram_error, rows_error)
+from .._data import (centroid_norms, check_code_range, check_delta, check_edges, check_finite, check_histogram_args,
+                     check_labels, histogram_error, rows_error)
 
 DEVICES = ("cpu", "cuda")
 _ROWS_PER_CHUNK = 4096
@@ -55,6 +56,20 @@ def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     check_labels(labels, k)
     sums = torch.zeros((k, x.shape[1]), dtype=torch.float64, device=x.device).index_add_(0, labels, x.double())
     return sums, torch.bincount(labels, minlength=k)
+
+
+@register_kernel("column_stats", "python", devices=DEVICES)
+def column_stats(x: Tensor) -> Tensor:
+    check_finite(x)
+    n, d = x.shape
+    x = x.float()
+    a = x.abs()
+    inf = torch.full((d,), float("inf"), device=x.device)
+    rows = [x.amin(0) if n else inf, x.amax(0) if n else -inf, a.double().sum(0),
+            a.amax(0) if n else torch.zeros(d, device=x.device),
+            torch.where(a > 0, a, float("inf")).amin(0) if n else inf,
+            (x[1:] - x[:-1]).abs().amax(0) if n > 1 else torch.zeros(d, device=x.device)]
+    return torch.stack([r.double() for r in rows])
 
 
 @register_kernel("bin_codes", "python", devices=DEVICES)
