@@ -205,24 +205,27 @@ int64_t accumulate_rows(const float* x, int64_t rows, int64_t d, const int64_t* 
 // ---------------------------------------------------------------------------------------------- column statistics
 
 int64_t column_stats_rows(const float* x, int64_t rows, int64_t d, const float* prev, float* st, double* sabs) {
-  float* mn = st;
-  float* mx = st + d;
-  float* amax = st + 2 * d;
-  float* nz = st + 3 * d;
-  float* step = st + 4 * d;
+  // (restrict: the running vectors never alias x, so the column loops vectorize)
+  float* __restrict__ mn = st;
+  float* __restrict__ mx = st + d;
+  float* __restrict__ amax = st + 2 * d;
+  float* __restrict__ nz = st + 3 * d;
+  float* __restrict__ step = st + 4 * d;
+  double* __restrict__ sum = sabs;
   int32_t bad = 0;
   for (int64_t i = 0; i < rows; ++i) {
-    const float* xr = x + i * d;
-    const float* before = i ? xr - d : prev;
+    const float* __restrict__ xr = x + i * d;
+    const float* __restrict__ before = i ? xr - d : prev;
+    // (float and double work in separate loops: GCC does not vectorize one loop that mixes the widths)
     for (int64_t j = 0; j < d; ++j) {
       const float v = xr[j], a = std::fabs(v);
-      bad += !(a <= FLT_MAX);
+      bad += a <= FLT_MAX ? 0 : 1;
       mn[j] = v < mn[j] ? v : mn[j];
       mx[j] = v > mx[j] ? v : mx[j];
       amax[j] = a > amax[j] ? a : amax[j];
-      nz[j] = (a > 0.0f && a < nz[j]) ? a : nz[j];
-      sabs[j] += static_cast<double>(a);
+      nz[j] = ((a > 0.0f) & (a < nz[j])) ? a : nz[j];
     }
+    for (int64_t j = 0; j < d; ++j) sum[j] += static_cast<double>(std::fabs(xr[j]));
     if (before)
       for (int64_t j = 0; j < d; ++j) {
         const float s = std::fabs(xr[j] - before[j]);
