@@ -34,10 +34,11 @@ Leaves pick_leaves() {
   }
 }
 
-// Waking a thread costs more than a few tens of thousands of operations (and on a busy machine can cost a whole
-// scheduler time slice): small inputs stay on the calling thread.
+// Waking a thread costs more than a few hundred thousand simple operations on a busy machine (a thread that has to
+// wait for a core can cost a whole scheduler time slice, 4 ms at 250 Hz): small inputs stay on the calling thread.
+// `work` counts roughly nanoseconds of single-thread work.
 int threads_for(int64_t work, int nthreads) {
-  constexpr int64_t kPerThread = 1 << 16;
+  constexpr int64_t kPerThread = 1 << 18;
   const int64_t want = std::min<int64_t>(nthreads < 1 ? 1 : nthreads, work / kPerThread);
   return static_cast<int>(std::max<int64_t>(1, want));
 }
@@ -122,7 +123,7 @@ void kmeans_assign(const float* x, int64_t n, int64_t d, const float* c, int64_t
   const int64_t tile_floats = leaf.mr * std::min(kpad, kCentroidBlock);
   const int64_t chunk = leaf.mr * 8;  // rows per task
   const int64_t tasks = (n + chunk - 1) / chunk;
-  nthreads = threads_for(n * kpad * std::max<int64_t>(d, 1) / 16, nthreads);
+  nthreads = threads_for(n * kpad * std::max<int64_t>(d, 1) / 32, nthreads);
   Aligned<float> tiles(tile_floats * nthreads);  // (scratch is allocated here: nothing may throw inside the region)
   int64_t bad = 0;
 #pragma omp parallel num_threads(nthreads) reduction(+ : bad)

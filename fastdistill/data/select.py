@@ -106,7 +106,7 @@ class FeatureSelector(SelectorMixin, DataCompressor):
     * ``"chi2"``, ``"f_classif"``: ``sklearn.feature_selection.chi2`` / ``f_classif`` (class labels; chi2 needs
       non-negative features).
     * ``"mutual_info"``: mutual information with the target from 8-bit per-feature codes (equal-count bins, 2 n^(1/3)
-      of them by default, their edges estimated on up to 16384 rows spread over X) and a native joint-histogram kernel,
+      of them by default, their edges estimated on at most 16384 rows, evenly strided over X) and a native joint-histogram kernel,
       Miller-Madow corrected. A continuous target is binned the same way.
     * ``"entropy"``: the source method's information-entropy pruning: rank by information gain (symmetric
       uncertainty with the target), then walk the ranking and drop a feature when its symmetric uncertainty with an
@@ -432,8 +432,8 @@ def _sample_index(n: int, m: int, seed: Optional[int]) -> np.ndarray:
 
 
 def _strided_rows(x: Tensor, m: int) -> Tensor:
-    """Up to m rows of x spread evenly over it (all of them when there are fewer)."""
-    return x if x.shape[0] <= m else x[torch.from_numpy(np.arange(m, dtype=np.int64) * x.shape[0] // m)]
+    """Every s-th row of x, s the smallest step that leaves at most m rows (a view: no gather)."""
+    return x[::-(-x.shape[0] // m)] if x.shape[0] > m else x
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
