@@ -33,9 +33,9 @@ _DEFAULT_ORDER: Tuple[str, ...] = ("python",)
 
 # Modules whose import registers each backend's kernels (imported lazily, on first dispatch to that backend).
 _KERNEL_MODULES: Dict[str, Tuple[str, ...]] = {
-    "python": ("fastdistill.backends.reference",),
+    "python": ("fastdistill.backends.python",),
     "native": ("fastdistill.backends.native",),
-    "numba": ("fastdistill.backends.numba_cpu",),
+    "numba": ("fastdistill.backends.numba",),
     "cuda": ("fastdistill.backends.cuda",),
 }
 
@@ -59,6 +59,18 @@ class _Registry:
 
 
 _REGISTRY = _Registry()
+_DECLARED: Dict[str, bool] = {}  # names declared by fastdistill._ops -> whether it is an op (else a preparation step)
+
+
+def declare_op(op: str, *, preparation: bool = False) -> None:
+    """Called by :mod:`fastdistill._ops` for each op it declares (kernels may only be registered for declared names).
+    A ``preparation`` step (packing a weight into one backend's own layout) is no op: it has no reference twin."""
+    _DECLARED[op] = not preparation
+
+
+def is_op(name: str) -> bool:
+    """Whether ``name`` is a declared op (not a preparation step)."""
+    return _DECLARED.get(name, False)
 
 
 def register_kernel(
@@ -76,6 +88,8 @@ def register_kernel(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if op not in _DECLARED:  # a misspelt name would register a kernel that nothing ever dispatches to
+        raise ValueError(f"op: {op!r} is not declared in fastdistill._ops (declared: {sorted(_DECLARED)})")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         _REGISTRY.kernels[(op, backend)] = Kernel(fn, tuple(devices), tuple(dtypes) if dtypes else None, supports)
@@ -140,8 +154,14 @@ def _tensors(args: Sequence[Any]) -> List[torch.Tensor]:
 
 
 def _device_type(args: Sequence[Any]) -> str:
-    ts = _tensors(args)
-    return ts[0].device.type if ts else "cpu"
+    for a in args:  # the first tensor decides (the public functions check that the others are on its device)
+        if isinstance(a, torch.Tensor):
+            return a.device.type
+        if isinstance(a, (list, tuple)):
+            for t in a:
+                if isinstance(t, torch.Tensor):
+                    return t.device.type
+    return "cpu"
 
 
 def _kernel_reason(op: str, backend: str, args: Sequence[Any], device: str) -> Optional[str]:
@@ -210,14 +230,34 @@ def use_backend(name: str) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
+_CANDIDATES: Dict[Tuple[str, str, str], List[Tuple[str, Kernel]]] = {}
+
+
+def _candidates(op: str, choice: str, device: str) -> List[Tuple[str, Kernel]]:
+    """The (backend, kernel) pairs, in the order ``choice`` tries them, whose backend is usable and that run on
+    ``device``: what does not depend on the arguments' values, worked out once (a per-call cost at M = 1)."""
+    key = (op, choice, device)
+    found = _CANDIDATES.get(key)
+    if found is None:
+        order = AUTO_ORDER.get(device, _DEFAULT_ORDER) if choice == "auto" else (choice,)
+        found = []
+        for backend in order:
+            kernel = _REGISTRY.kernels.get((op, backend)) if backend_unavailable_reason(backend) is None else None
+            if kernel is not None and device in kernel.devices:
+                found.append((backend, kernel))
+        _CANDIDATES[key] = found
+    return found
+
+
 def select_kernel(op: str, args: Sequence[Any]) -> Tuple[str, Callable[..., Any]]:
     """The (backend, kernel) that would run ``op`` on ``args`` under the current choice; raises BackendError."""
     device = _device_type(args)
     choice = _CURRENT.get()
-    order = AUTO_ORDER.get(device, _DEFAULT_ORDER) if choice == "auto" else (choice,)
-    for backend in order:
-        if _kernel_reason(op, backend, args, device) is None:
-            return backend, _REGISTRY.kernels[(op, backend)].fn
+    for backend, kernel in _candidates(op, choice, device):
+        if kernel.dtypes is not None and any(t.dtype not in kernel.dtypes for t in _tensors(args)):
+            continue
+        if kernel.supports is None or kernel.supports(*args) is None:
+            return backend, kernel.fn
     reasons = "; ".join(f"{b}: {_kernel_reason(op, b, args, device) or 'usable'}" for b in BACKENDS)
     wanted = "no backend" if choice == "auto" else f"backend {choice!r}"
     raise BackendError(f"{wanted} can run fastdistill::{op} on these inputs ({device}). Per backend: {reasons}")
@@ -226,6 +266,15 @@ def select_kernel(op: str, args: Sequence[Any]) -> Tuple[str, Callable[..., Any]
 def dispatch(op: str, *args: Any) -> Any:
     """Run ``op`` on the kernel chosen by :func:`select_kernel`."""
     return select_kernel(op, args)[1](*args)
+
+
+def backend_kernel(op: str, backend: str) -> Optional[Callable[..., Any]]:
+    """The kernel ``backend`` registered for ``op`` if that backend is usable in this process, else None (for
+    preparation steps that only one backend needs, such as packing a weight into its own layout)."""
+    if backend_unavailable_reason(backend) is not None:
+        return None
+    kernel = _REGISTRY.kernels.get((op, backend))
+    return None if kernel is None else kernel.fn
 
 
 def usable_backends(op: str, *args: Any) -> List[str]:

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 import torch
 
 from . import __version__
-from ._dispatch import _REGISTRY, BACKENDS, _build_status, backend_unavailable_reason, get_backend
+from ._dispatch import _REGISTRY, BACKENDS, _build_status, backend_unavailable_reason, get_backend, is_op
 
 
 def info() -> Dict[str, Any]:
@@ -26,7 +26,8 @@ def info() -> Dict[str, Any]:
         backends[name] = {"usable": reason is None, "reason": reason}
     ops: Dict[str, List[str]] = {}
     for op, backend in _REGISTRY.kernels:  # kernels of the usable backends (each registers on import)
-        ops.setdefault(op, []).append(backend)
+        if is_op(op):
+            ops.setdefault(op, []).append(backend)
     out: Dict[str, Any] = {
         "version": __version__,
         "torch": torch.__version__,

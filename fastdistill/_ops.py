@@ -7,28 +7,65 @@ them. The implementations here only normalise layout (backends receive contiguou
 from __future__ import annotations
 
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ._dispatch import dispatch
+from ._dispatch import declare_op, dispatch
+from .formats.codes import code_dtype, row_bytes
+from .formats.csr import columns, dequantized
 
 
-def call(op: str, *args: object, autograd: bool = False) -> Tensor:
-    """Runs op ``op`` of this module. Eager calls that need no autograd go straight to its dispatch: the custom op's
-    own dispatcher round trip costs 30-40 us, as much as a whole M = 1 linear kernel. Under torch.compile (so the
-    graph holds the op) and when ``autograd`` is asked for, the custom op itself is called."""
-    if autograd or torch.compiler.is_compiling():
+_BODIES: Dict[str, Callable[..., Any]] = {}  # op -> its Python body (layout normalisation + dispatch)
+_EAGER_AUTOGRAD: Dict[str, Any] = {}  # op -> an autograd.Function running the body with the op's own backward
+
+
+def _op(name: str, mutates_args: Tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
+    """Declares ``fastdistill::name`` as a torch.library custom op whose implementation is the decorated body."""
+
+    def deco(body: Callable[..., Any]) -> Any:
+        declare_op(name)
+        _BODIES[name] = body
+        return torch.library.custom_op(f"fastdistill::{name}", mutates_args=mutates_args)(body)
+
+    return deco
+
+
+def _register_autograd(name: str, backward: Callable[..., Any], setup_context: Callable[..., Any]) -> None:
+    """Registers ``backward`` for the custom op ``name`` and for its eager path (see :func:`call`)."""
+    getattr(sys.modules[__name__], name).register_autograd(backward, setup_context=setup_context)
+    _EAGER_AUTOGRAD[name] = type(f"_{name}_eager", (torch.autograd.Function,), {
+        "forward": staticmethod(_BODIES[name]), "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward)})
+
+
+def _plain(arg: object) -> bool:
+    """Whether ``arg`` holds no tensor subclass (a Parameter counts as plain)."""
+    if isinstance(arg, Tensor):
+        return type(arg) is Tensor or type(arg) is torch.nn.Parameter
+    return not isinstance(arg, (list, tuple)) or all(_plain(a) for a in arg)
+
+
+def call(op: str, *args: object, autograd: bool = False) -> Any:
+    """The one way into an op, for every public function. Eager calls run the op's body directly: the custom op's
+    dispatcher round trip costs 30-40 us (as much as an M = 1 linear kernel) and its first call imports the compiler
+    stack (~1 s). With ``autograd`` the body runs inside an ``autograd.Function`` with the op's own backward. Under
+    torch.compile and torch.jit.trace, and for tensor subclasses, the custom op itself is called so that graphs and
+    subclass dispatch see it (a trace of the body would record the empty output buffer, not the kernel filling it)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not all(_plain(a) for a in args):
         return getattr(sys.modules[__name__], op)(*args)  # (globals() cannot be traced by dynamo)
-    return dispatch(op, *args)
+    if autograd:
+        return _EAGER_AUTOGRAD[op].apply(*args)
+    return _BODIES[op](*args)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Pruning
 # --------------------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastdistill::magnitude_threshold", mutates_args=())
+@_op("magnitude_threshold")
 def magnitude_threshold(xs: List[Tensor], k: int) -> Tensor:
     """0-d float32 (float64 if any input is float64): the k-th smallest |x| over all ``xs``; -inf when k == 0."""
     return dispatch("magnitude_threshold", [x.contiguous() for x in xs], k)
@@ -40,7 +77,7 @@ def _(xs: List[Tensor], k: int) -> Tensor:
     return xs[0].new_empty((), dtype=dtype)
 
 
-@torch.library.custom_op("fastdistill::magnitude_masks", mutates_args=())
+@_op("magnitude_masks")
 def magnitude_masks(xs: List[Tensor], k: int) -> List[Tensor]:
     """Keep-masks (bool, True = kept) that prune the k smallest |x| over all ``xs`` together."""
     masks = dispatch("magnitude_masks", [x.contiguous() for x in xs], k)
@@ -52,7 +89,7 @@ def _(xs: List[Tensor], k: int) -> List[Tensor]:
     return [torch.empty_like(x, dtype=torch.bool) for x in xs]
 
 
-@torch.library.custom_op("fastdistill::magnitude_prune_", mutates_args=("x",))
+@_op("magnitude_prune_", mutates_args=("x",))
 def magnitude_prune_(x: Tensor, k: int) -> Tensor:
     """Zeroes the k smallest |x| in place; returns the keep-mask."""
     work = x if x.is_contiguous() else x.contiguous()
@@ -67,7 +104,7 @@ def _(x: Tensor, k: int) -> Tensor:
     return torch.empty_like(x, dtype=torch.bool)
 
 
-@torch.library.custom_op("fastdistill::nm_mask", mutates_args=())
+@_op("nm_mask")
 def nm_mask(x: Tensor, n: int, m: int) -> Tensor:
     """N:M keep-mask over consecutive groups of ``m`` elements along the last dimension of ``x``."""
     return _like(dispatch("nm_mask", x.contiguous(), n, m), x)
@@ -92,7 +129,7 @@ def _like(result: Tensor, x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastdistill::quantize", mutates_args=())
+@_op("quantize")
 def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor, Tensor]:
     """(codes, scale, zero_point) of the 2-D float ``x``: codes (rows, row_bytes) int8/uint8 (packed below 8 bits),
     scale (rows,) float32, zero_point (rows,) int32."""
@@ -101,14 +138,12 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
 
 @quantize.register_fake
 def _(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor, Tensor]:
-    from .backends.reference.quant import code_dtype, row_bytes
-
     rows, length = x.shape
     codes = x.new_empty((rows, row_bytes(length, bits)), dtype=code_dtype(bits, scheme))
     return codes, x.new_empty((rows,), dtype=torch.float32), x.new_empty((rows,), dtype=torch.int32)
 
 
-@torch.library.custom_op("fastdistill::dequantize", mutates_args=())
+@_op("dequantize")
 def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     """(rows, length) float32 values of the codes made by :func:`quantize`."""
     return dispatch("dequantize", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme,
@@ -120,7 +155,7 @@ def _(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, 
     return codes.new_empty((codes.shape[0], length), dtype=torch.float32)
 
 
-@torch.library.custom_op("fastdistill::dequantize_into", mutates_args=("out",))
+@_op("dequantize_into", mutates_args=("out",))
 def dequantize_into(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, out: Tensor) -> None:
     """:func:`dequantize` written into the contiguous float32 ``out`` (rows, length): no fresh output memory."""
     dispatch("dequantize_into", codes.contiguous(), scale.contiguous(), zero_point.contiguous(), bits, scheme, out)
@@ -150,7 +185,7 @@ def kd_reduction_scale(student: Tensor, target: Optional[Tensor], ignore_index: 
     return 1.0
 
 
-@torch.library.custom_op("fastdistill::kd_loss", mutates_args=())
+@_op("kd_loss")
 def kd_loss(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: float, alpha: float,
             divergence: str, beta: float, ignore_index: int, reduction: str, teacher_log_probs: bool,
             compute_grad: bool) -> Tuple[Tensor, Tensor]:
@@ -193,7 +228,7 @@ def _(student: Tensor, teacher: Tensor, target: Optional[Tensor], temperature: f
     return _kd_fake(student, reduction, compute_grad)
 
 
-def _register_grad_in_forward(op, n_tensors: int, reduction_at: int) -> None:
+def _register_grad_in_forward(name: str, n_tensors: int, reduction_at: int) -> None:
     """Autograd for an op ``(tensor inputs..., other args..., compute_grad) -> (loss, grad)`` whose forward already
     computed ``grad``, the gradient of the loss w.r.t. its first input: backward only scales it. The first
     ``n_tensors`` inputs are tensors; ``inputs[reduction_at]`` is the reduction ("none": a per-row loss)."""
@@ -213,9 +248,9 @@ def _register_grad_in_forward(op, n_tensors: int, reduction_at: int) -> None:
         nones = (None,) * (n_tensors + len(ctx.args))
         if grad_loss is None:
             return (None,) + nones
-        grad = ctx.grad.pop() if ctx.grad else op(*ctx.saved_tensors, *ctx.args, True)[1]
+        grad = ctx.grad.pop() if ctx.grad else call(name, *ctx.saved_tensors, *ctx.args, True)[1]
         if grad.numel() == 0 and grad_loss.numel() > 0:
-            raise RuntimeError(f"{op._qualname} was called with compute_grad=False; its gradient was not computed")
+            raise RuntimeError(f"fastdistill::{name} was called with compute_grad=False; its gradient was not computed")
         # Eager: scale the buffer we now own in place. Traced (torch.compile / AOT): out of place, and no branch on
         # the value; on CUDA no host sync either.
         traced = type(grad_loss) is not torch.Tensor
@@ -230,13 +265,13 @@ def _register_grad_in_forward(op, n_tensors: int, reduction_at: int) -> None:
             grad = grad.mul_(float(grad_loss))
         return (grad,) + nones
 
-    op.register_autograd(backward, setup_context=setup_context)
+    _register_autograd(name, backward, setup_context)
 
 
-_register_grad_in_forward(kd_loss, 3, 8)
+_register_grad_in_forward("kd_loss", 3, 8)
 
 
-@torch.library.custom_op("fastdistill::sparse_kd_loss", mutates_args=())
+@_op("sparse_kd_loss")
 def sparse_kd_loss(student: Tensor, indices: Tensor, values: Tensor, sampling_probs: Optional[Tensor],
                    target: Optional[Tensor], temperature: float, alpha: float, values_kind: str, tail: str,
                    ignore_index: int, reduction: str, compute_grad: bool) -> Tuple[Tensor, Tensor]:
@@ -262,7 +297,7 @@ def _(student: Tensor, indices: Tensor, values: Tensor, sampling_probs: Optional
     return _kd_fake(student, reduction, compute_grad)
 
 
-_register_grad_in_forward(sparse_kd_loss, 5, 10)
+_register_grad_in_forward("sparse_kd_loss", 5, 10)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -273,7 +308,7 @@ _register_grad_in_forward(sparse_kd_loss, 5, 10)
 # --------------------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastdistill::sparse_linear", mutates_args=())
+@_op("sparse_linear")
 def sparse_linear(
     x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bias: Optional[Tensor],
     scale: Optional[Tensor] = None,
@@ -291,7 +326,7 @@ def _(x: Tensor, indptr: Tensor, indices: Tensor, values: Tensor, cols: int, bia
     return x.new_empty((x.shape[0], indptr.shape[0] - 1))
 
 
-@torch.library.custom_op("fastdistill::spmm", mutates_args=())
+@_op("spmm")
 def spmm(indptr: Tensor, indices: Tensor, values: Tensor, cols: int, b: Tensor,
          scale: Optional[Tensor] = None) -> Tensor:
     """W @ b for b (cols, M) -> (rows, M)."""
@@ -315,8 +350,6 @@ def _sparse_linear_backward(ctx, grad: Tensor):
     """Gradient for x only (the CSR weight is not trainable): grad @ W = sparse_linear(grad, W^T), with W^T built
     as CSR by a stable sort of the nonzeros by column (static shapes, so it traces). int8 values are dequantized
     (W^T's scale runs along its columns, which the kernels do not take)."""
-    from .backends._csr import columns, dequantized  # backends import _ops' dispatch; keep the module graph acyclic
-
     indptr, indices, values, scale = ctx.saved_tensors
     if scale is not None:
         values = dequantized(indptr, values, scale)
@@ -328,11 +361,11 @@ def _sparse_linear_backward(ctx, grad: Tensor):
     t_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     t_indices = row[order].to(torch.int32)
     t_indices = t_indices.to(torch.int16) if rows <= 65536 else t_indices
-    grad_x = sparse_linear(grad.contiguous(), t_indptr, t_indices, values[order], rows, None)
+    grad_x = call("sparse_linear", grad.contiguous(), t_indptr, t_indices, values[order], rows, None)
     return grad_x, None, None, None, None, None, None
 
 
-sparse_linear.register_autograd(_sparse_linear_backward, setup_context=_sparse_linear_setup)
+_register_autograd("sparse_linear", _sparse_linear_backward, _sparse_linear_setup)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -340,7 +373,12 @@ sparse_linear.register_autograd(_sparse_linear_backward, setup_context=_sparse_l
 # --------------------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastdistill::int8_mm", mutates_args=())
+# The native backend packs int8 weights into its own panel layout once (see fastdistill.int8.prepack_int8_weight):
+# a preparation step, not an op, looked up with _dispatch.backend_kernel.
+declare_op("int8_pack", preparation=True)
+
+
+@_op("int8_mm")
 def int8_mm(a: Tensor, b: Tensor) -> Tensor:
     """int8 (M x K) @ int8 (K x N) -> int32 (M x N), exact (int32 sums wrap modulo 2^32)."""
     return dispatch("int8_mm", a.contiguous(), b.contiguous())
@@ -351,7 +389,7 @@ def _(a: Tensor, b: Tensor) -> Tensor:
     return a.new_empty((a.shape[0], b.shape[1]), dtype=torch.int32)
 
 
-@torch.library.custom_op("fastdistill::int8_mm_packed", mutates_args=())
+@_op("int8_mm_packed")
 def int8_mm_packed(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
     """int8 ``a`` (M x K) @ ``codes.T`` -> int32 (M x N); ``packed``/``comp``: codes in the native kernel's layout."""
     return dispatch("int8_mm_packed", a.contiguous(), codes, packed, comp)
@@ -362,7 +400,7 @@ def _(a: Tensor, codes: Tensor, packed: Tensor, comp: Tensor) -> Tensor:
     return a.new_empty((a.shape[0], codes.shape[0]), dtype=torch.int32)
 
 
-@torch.library.custom_op("fastdistill::int8_linear", mutates_args=())
+@_op("int8_linear")
 def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
     """fp32 (M x N): ``x`` (M x K fp32/bf16) quantized per row, times int8 ``codes.T``, dequantized, + bias."""
@@ -377,11 +415,11 @@ def _(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor, bi
 # --------------------------------------------------------------------------------------------------------------
 # Data compression (fastdistill.data): nearest-centroid assignment, 8-bit bin codes and their joint histograms,
 # per-column linear codes and closed-loop delta codes of a (samples, features) matrix. Arguments are validated by
-# fastdistill.data; see backends/reference/data.py for the exact definitions.
+# fastdistill.data; see backends/python/data.py for the exact definitions.
 # --------------------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastdistill::kmeans_assign", mutates_args=())
+@_op("kmeans_assign")
 def kmeans_assign(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
     """(labels int64 (n,), squared distances float32 (n,)) of each row of the float32 ``x`` (n, d) to its nearest
     row of ``centroids`` (k, d); ties go to the smaller index."""
@@ -394,7 +432,7 @@ def _(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
     return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=torch.float32)
 
 
-@torch.library.custom_op("fastdistill::centroid_sums", mutates_args=())
+@_op("centroid_sums")
 def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     """(sums float64 (k, d), counts int64 (k,)) of the rows of the float32 ``x`` (n, d) per label in [0, k)."""
     return dispatch("centroid_sums", x.contiguous(), labels.contiguous(), k)
@@ -405,7 +443,7 @@ def _(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     return x.new_empty((k, x.shape[1]), dtype=torch.float64), x.new_empty((k,), dtype=torch.int64)
 
 
-@torch.library.custom_op("fastdistill::column_stats", mutates_args=())
+@_op("column_stats")
 def column_stats(x: Tensor) -> Tensor:
     """float64 (6, d) per-column statistics of the float32 ``x`` (n, d) in one pass: min, max, sum |x|, max |x|,
     smallest nonzero |x| (inf if none), largest |x[i+1] - x[i]| down the rows (0 for n < 2)."""
@@ -417,7 +455,7 @@ def _(x: Tensor) -> Tensor:
     return x.new_empty((6, x.shape[1]), dtype=torch.float64)
 
 
-@torch.library.custom_op("fastdistill::bin_codes", mutates_args=())
+@_op("bin_codes")
 def bin_codes(x: Tensor, edges: Tensor) -> Tensor:
     """uint8 codes (d, n), feature-major: the number of ``edges[j]`` (ascending, at most 255) <= ``x[i, j]``."""
     return dispatch("bin_codes", x.contiguous(), edges.contiguous())
@@ -428,7 +466,7 @@ def _(x: Tensor, edges: Tensor) -> Tensor:
     return x.new_empty((x.shape[1], x.shape[0]), dtype=torch.uint8)
 
 
-@torch.library.custom_op("fastdistill::joint_histograms", mutates_args=())
+@_op("joint_histograms")
 def joint_histograms(codes: Tensor, target: Tensor, n_target: int, n_bins: int) -> Tensor:
     """int64 (d, n_target, n_bins): joint counts of each row of the uint8 ``codes`` (d, n) with the int32
     ``target`` (n,) in [0, n_target)."""
@@ -440,7 +478,7 @@ def _(codes: Tensor, target: Tensor, n_target: int, n_bins: int) -> Tensor:
     return codes.new_empty((codes.shape[0], n_target, n_bins), dtype=torch.int64)
 
 
-@torch.library.custom_op("fastdistill::quantize_columns", mutates_args=())
+@_op("quantize_columns")
 def quantize_columns(x: Tensor, scale: Tensor, offset: Tensor, qmin: int, qmax: int) -> Tensor:
     """Codes (n, d), int8 when ``qmin < 0`` else uint8: clamp(round((x - offset[j]) / scale[j]), qmin, qmax)."""
     return dispatch("quantize_columns", x.contiguous(), scale.contiguous(), offset.contiguous(), qmin, qmax)
@@ -451,7 +489,7 @@ def _(x: Tensor, scale: Tensor, offset: Tensor, qmin: int, qmax: int) -> Tensor:
     return torch.empty_like(x, dtype=torch.int8 if qmin < 0 else torch.uint8)
 
 
-@torch.library.custom_op("fastdistill::dequantize_columns", mutates_args=())
+@_op("dequantize_columns")
 def dequantize_columns(codes: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
     """float32 (n, d) = codes * scale[j] + offset[j]."""
     return dispatch("dequantize_columns", codes.contiguous(), scale.contiguous(), offset.contiguous())
@@ -462,7 +500,7 @@ def _(codes: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
     return torch.empty_like(codes, dtype=torch.float32)
 
 
-@torch.library.custom_op("fastdistill::delta_encode", mutates_args=())
+@_op("delta_encode")
 def delta_encode(x: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int, qmax: int) -> Tensor:
     """int8 closed-loop delta codes (n, d) of ``x`` along its rows, re-anchored every ``block`` rows."""
     return dispatch("delta_encode", x.contiguous(), anchor_scale.contiguous(), step_scale.contiguous(), block, qmax)
@@ -473,7 +511,7 @@ def _(x: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int, qmax: int
     return torch.empty_like(x, dtype=torch.int8)
 
 
-@torch.library.custom_op("fastdistill::delta_decode", mutates_args=())
+@_op("delta_decode")
 def delta_decode(codes: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int) -> Tensor:
     """float32 (n, d): the values the encoder tracked (inverse of :func:`delta_encode`)."""
     return dispatch("delta_decode", codes.contiguous(), anchor_scale.contiguous(), step_scale.contiguous(), block)

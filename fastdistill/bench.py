@@ -10,11 +10,12 @@ import gc
 import json
 import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
+
+from ._timing import median_ms
 
 SUITES: Dict[str, Callable[[bool], Iterable["Row"]]] = {}
 
@@ -42,19 +43,6 @@ def suite(name: str) -> Callable[[Callable[[bool], Iterable[Row]]], Callable[[bo
         return fn
 
     return deco
-
-
-def median_ms(fn: Callable[[], object], repeat: int = 15, warmup: int = 3, min_time: float = 0.0) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times: List[float] = []
-    start = time.perf_counter()
-    while len(times) < repeat or (time.perf_counter() - start < min_time and len(times) < 10 * repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def compare(

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import _ops
 from ._convert import ArrayLike, check_float, like_input, to_tensor
-from ._dispatch import backend_unavailable_reason, get_backend
+from ._dispatch import backend_kernel
 from .quantization import QuantizedTensor
 
 
@@ -28,12 +28,10 @@ class PackedInt8Weight:
     (empty where the native backend is not built; the other backends read ``codes``).
     """
 
-    __slots__ = ("codes", "scale", "packed", "comp", "native_args")
+    __slots__ = ("codes", "scale", "packed", "comp")
 
     def __init__(self, codes: Tensor, scale: Optional[Tensor], packed: Tensor, comp: Tensor):
         self.codes, self.scale, self.packed, self.comp = codes, scale, packed, comp
-        # numpy views of packed / comp / scale for the eager native fast path (see linear_checked), made once
-        self.native_args: Optional[tuple] = None
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -90,14 +88,12 @@ def prepack_int8_weight(b: "ArrayLike | QuantizedTensor", scale: Optional[ArrayL
         if s.shape != (codes.shape[0],):
             raise ValueError(f"scale: expected shape ({codes.shape[0]},) (one per column of B), got {tuple(s.shape)}")
     packed = comp = codes.new_empty(0)
-    native = codes.device.type == "cpu" and backend_unavailable_reason("native") is None
-    if native:
-        from .backends.native.int8 import pack
-
+    # The native kernel's own panel layout, made whenever that backend is usable (not only when it is chosen now),
+    # so that a weight packed under a forced backend still runs natively later; the other backends read ``codes``.
+    pack = backend_kernel("int8_pack", "native") if codes.device.type == "cpu" else None
+    if pack is not None:
         packed, comp = pack(codes.t())
     w = PackedInt8Weight(codes, s, packed, comp.to(torch.int32))
-    if native and s is not None:
-        w.native_args = (w.packed.numpy(), w.comp.numpy(), s.numpy())
     return w
 
 
@@ -177,21 +173,5 @@ def linear_checked(x: Tensor, qweight: PackedInt8Weight, bias: Optional[Tensor])
     x2 = x.detach() if flat else x.detach().reshape(math.prod(x.shape[:-1]), x.shape[-1])
     if x2.dtype not in (torch.float32, torch.bfloat16):
         x2 = x2.float()
-    x2 = x2.contiguous()
-    if qweight.native_args is not None and x2.device.type == "cpu" and not torch.compiler.is_compiling() \
-            and get_backend() in ("auto", "native"):
-        global _native
-        if _native is None:
-            from .backends.native import int8 as _native_module
-
-            _native = _native_module
-        if _native.fused_kernel_serves(x2.shape[0]):
-            # What dispatch would run (native is first on CPU) without its per-call checks, made when the weight
-            # was packed: at M = 1 that Python costs more than the kernel itself.
-            out = _native.linear_prepacked(x2, qweight.native_args, bias)
-            return out if flat else out.reshape(*x.shape[:-1], out.shape[1])
-    out = _ops.call("int8_linear", x2, qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
+    out = _ops.call("int8_linear", x2.contiguous(), qweight.codes, qweight.scale, qweight.packed, qweight.comp, bias)
     return out if flat else out.reshape(*x.shape[:-1], out.shape[1])
-
-
-_native = None  # fastdistill.backends.native.int8, imported on first use (a per-call import statement costs ~0.6 us)

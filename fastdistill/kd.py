@@ -155,8 +155,8 @@ def kd_loss(
     temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, s.shape[:-1], s.shape[-1], s.device, ignore_index, alpha)
     compute_grad = torch.is_grad_enabled() and s.requires_grad
-    loss = _ops.kd_loss(s, t.detach(), y, temperature, alpha, divergence, beta, int(ignore_index), reduction,
-                        teacher_log_probs, compute_grad)[0]
+    loss = _ops.call("kd_loss", s, t.detach(), y, temperature, alpha, divergence, beta, int(ignore_index),
+                     reduction, teacher_log_probs, compute_grad, autograd=compute_grad)[0]
     return _result(loss, student_logits, reduction)
 
 
@@ -268,8 +268,8 @@ def sparse_kd_loss(
     temperature, alpha, reduction = check_options(temperature, alpha, ignore_index, reduction)
     y = check_target(target, s.shape[:-1], V, s.device, ignore_index, alpha)
     compute_grad = torch.is_grad_enabled() and s.requires_grad
-    loss = _ops.sparse_kd_loss(s, idx, val.detach(), r, y, temperature, alpha, values, tail, int(ignore_index),
-                               reduction, compute_grad)[0]
+    loss = _ops.call("sparse_kd_loss", s, idx, val.detach(), r, y, temperature, alpha, values, tail,
+                     int(ignore_index), reduction, compute_grad, autograd=compute_grad)[0]
     return _result(loss, student_logits, reduction)
 
 

@@ -36,7 +36,7 @@ def magnitude_threshold(x: ArrayLike, sparsity: Sparsity) -> ArrayLike:
     t = to_tensor(x)
     check_float(t)
     k = prune_count(sparsity, t.numel())
-    thr = _ops.magnitude_threshold([t.detach()], k).to(t.dtype)
+    thr = _ops.call("magnitude_threshold", [t.detach()], k).to(t.dtype)
     if isinstance(x, np.ndarray):
         return x.dtype.type(thr.item())
     return thr
@@ -53,7 +53,7 @@ def magnitude_mask(x: ArrayLike, sparsity: Sparsity) -> ArrayLike:
     """
     t = to_tensor(x)
     check_float(t)
-    return like_input(_ops.magnitude_masks([t.detach()], prune_count(sparsity, t.numel()))[0], x)
+    return like_input(_ops.call("magnitude_masks", [t.detach()], prune_count(sparsity, t.numel()))[0], x)
 
 
 def prune_(x: ArrayLike, sparsity: Sparsity) -> ArrayLike:
@@ -71,7 +71,7 @@ def prune_(x: ArrayLike, sparsity: Sparsity) -> ArrayLike:
     check_float(t)
     k = prune_count(sparsity, t.numel())
     with torch.no_grad():
-        mask = _ops.magnitude_prune_(t.detach(), k)
+        mask = _ops.call("magnitude_prune_", t.detach(), k)
     return like_input(mask, x)
 
 
@@ -97,7 +97,7 @@ def global_magnitude_masks(tensors: Sequence[ArrayLike], sparsity: Sparsity) -> 
     if not ts:
         return []
     k = prune_count(sparsity, sum(t.numel() for t in ts))
-    masks = _ops.magnitude_masks([t.detach() for t in ts], k)
+    masks = _ops.call("magnitude_masks", [t.detach() for t in ts], k)
     return [like_input(m, x) for m, x in zip(masks, tensors)]
 
 
@@ -126,7 +126,7 @@ def nm_mask(x: ArrayLike, n: int = 2, m: int = 4, dim: int = -1) -> ArrayLike:
     if t.shape[d] % m:
         raise ValueError(f"x: size {t.shape[d]} along dim {dim} is not a multiple of m = {m}")
     moved = t.detach().movedim(d, -1)
-    mask = _ops.nm_mask(moved, n, m).movedim(-1, d).reshape(to_tensor(x).shape)
+    mask = _ops.call("nm_mask", moved, n, m).movedim(-1, d).reshape(to_tensor(x).shape)
     return like_input(mask, x)
 
 
@@ -152,7 +152,7 @@ def channel_mask(x: ArrayLike, amount: Sparsity, dim: int = 0, p: float = 1) -> 
     others = [i for i in range(t.dim()) if i != d]
     work = t.detach().to(torch.float64 if t.dtype == torch.float64 else torch.float32)
     norms = torch.linalg.vector_norm(work, ord=p, dim=others) if others else work.abs()
-    keep = _ops.magnitude_masks([norms], k)[0]
+    keep = _ops.call("magnitude_masks", [norms], k)[0]
     shape = [1] * t.dim()
     shape[d] = t.shape[d]
     return like_input(keep.reshape(shape).expand(t.shape).clone(), x)

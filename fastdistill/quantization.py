@@ -52,6 +52,7 @@ import torch
 
 from . import _ops
 from ._convert import ArrayLike, check_float, normalize_dim, to_tensor
+from .formats.codes import code_dtype, row_bytes, unpack
 
 SCHEMES = ("symmetric", "asymmetric", "log2")
 GRANULARITIES = ("tensor", "channel", "group")
@@ -101,8 +102,6 @@ class QuantizedTensor:
 
     def int_codes(self) -> torch.Tensor:
         """The unpacked integer codes, ``(rows, row_length)`` int32."""
-        from .backends.reference.quant import unpack
-
         return unpack(self.codes, self.row_length, self.bits, self.scheme)
 
     def dequantize(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -111,7 +110,8 @@ class QuantizedTensor:
         buffer saves the page faults of fresh output memory, which cost more than dequantizing itself."""
         if out is not None:
             return self._dequantize_into(out)
-        rows = _ops.dequantize(self.codes, self.scale, self.zero_point, self.bits, self.scheme, self.row_length)
+        rows = _ops.call("dequantize", self.codes, self.scale, self.zero_point, self.bits, self.scheme,
+                         self.row_length)
         return _from_rows(rows, self.shape, self.granularity, self.axis).to(self.dtype)
 
     def _dequantize_into(self, out: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ class QuantizedTensor:
             return out.copy_(self.dequantize())
         rows = out.view(-1, self.row_length) if self.row_length else out.view(self.scale.numel(), 0)
         with torch.no_grad():
-            _ops.dequantize_into(self.codes, self.scale, self.zero_point, self.bits, self.scheme, rows)
+            _ops.call("dequantize_into", self.codes, self.scale, self.zero_point, self.bits, self.scheme, rows)
         return out
 
     def to(self, device: Any) -> "QuantizedTensor":
@@ -158,8 +158,6 @@ class QuantizedTensor:
 
     def _check_consistent(self) -> None:
         """ValueError unless the codes, scales and metadata fit together (a loaded state is untrusted input)."""
-        from .backends.reference.quant import code_dtype, row_bytes
-
         _check_choice(self.bits, BITS, "bits")
         _check_choice(self.scheme, SCHEMES, "scheme")
         _check_choice(self.granularity, GRANULARITIES, "granularity")
@@ -261,7 +259,7 @@ def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granular
     scale_method, axis, group_size = _check_args(t, bits, scheme, granularity, axis, group_size, scale_method,
                                                  percentile)
     rows = _rows(t.detach().float(), granularity, axis, group_size)
-    codes, scale, zp = _ops.quantize(rows, bits, scheme, scale_method, float(percentile))
+    codes, scale, zp = _ops.call("quantize", rows, bits, scheme, scale_method, float(percentile))
     return QuantizedTensor(codes, scale, zp, bits=bits, scheme=scheme, granularity=granularity, axis=axis,
                            group_size=group_size, shape=tuple(t.shape), dtype=t.dtype)
 

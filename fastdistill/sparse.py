@@ -31,7 +31,7 @@ import torch
 
 from . import _ops
 from ._convert import check_float, like_input, to_tensor
-from .backends._csr import VALUE_DTYPES, check_components, check_scale, columns, dequantized
+from .formats.csr import VALUE_DTYPES, check_components, check_scale, columns, dequantized
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -213,9 +213,8 @@ class SparseWeight:
 
 
 def _call(op: str, x: torch.Tensor, *args: object) -> torch.Tensor:
-    """Op ``op`` on ``args``, ``x`` being its activation: through the custom op (for autograd) when a gradient must
-    flow to ``x`` or ``x`` is a tensor subclass."""
-    return _ops.call(op, *args, autograd=type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()))
+    """Op ``op`` on ``args``, ``x`` being its activation, with autograd when a gradient must flow to ``x``."""
+    return _ops.call(op, *args, autograd=x.requires_grad and torch.is_grad_enabled())
 
 
 def _check_weight(w_sparse: object) -> SparseWeight:

@@ -1,7 +1,7 @@
 """Data-compression kernels (kmeans_assign, centroid_sums, column_stats, bin_codes, joint_histograms,
-quantize/dequantize_columns, delta_encode/decode): every backend and SIMD level against the pure-torch reference on awkward sizes (0 and 1 rows,
-1 feature, odd sizes, microkernel tile edges, non-contiguous views, large inputs), exactly for integer outputs;
-their bad-input errors; opcheck."""
+quantize/dequantize_columns, delta_encode/decode): every backend and SIMD level against the pure-torch reference
+on awkward sizes (0 and 1 rows, 1 feature, odd sizes, microkernel tile edges, non-contiguous views, large inputs),
+exactly for integer outputs; their bad-input errors; opcheck."""
 from __future__ import annotations
 
 import numpy as np

@@ -2,7 +2,6 @@
 ValueError on truncated or modified files."""
 from __future__ import annotations
 
-import copy
 import json
 import struct
 

@@ -8,7 +8,7 @@ import torch.nn.utils.prune as tprune
 
 import fastdistill as fd
 from fastdistill import _ops
-from fastdistill.backends.reference import prune as ref
+from fastdistill.backends.python import prune as ref
 
 SHAPES = [(0,), (1,), (7,), (3, 5), (33, 17), (1000,), (4, 1, 129), (70001,)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

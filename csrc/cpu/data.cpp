@@ -1,6 +1,6 @@
 // Drivers of the data-compression kernels (see data.h): argument checks on sizes and values, packing, OpenMP over
 // row tiles (or feature x row pieces), and the choice of the per-ISA leaves. Plain C++: no Python headers.
-#include "data.h"
+#include "cpu/data.h"
 
 #include <omp.h>
 
@@ -14,25 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "data_isa.h"
-#include "huge_pages.h"
+#include "cpu/data_isa.h"
+#include "cpu/huge_pages.h"
 
 namespace fd {
-// Declared with its enumerators in common.h (which includes pybind11); only its value is read here:
-// 0 scalar, 1 avx2, 2 avx512. (When the plain SIMD header of the native layout lands, include it instead.)
-enum class Simd : int;
-Simd simd_level();
-
 namespace data {
 namespace {
-
-Leaves pick_leaves() {
-  switch (static_cast<int>(simd_level())) {
-    case 2: return avx512::leaves();
-    case 1: return avx2::leaves();
-    default: return scalar::leaves();
-  }
-}
 
 // Waking a thread costs more than a few hundred thousand simple operations on a busy machine (a thread that has to
 // wait for a core can cost a whole scheduler time slice, 4 ms at 250 Hz): small inputs stay on the calling thread.
@@ -104,7 +91,7 @@ void kmeans_assign(const float* x, int64_t n, int64_t d, const float* c, int64_t
   require(k >= 1, "centroids: expected at least one centroid");
   require(n >= 0 && d >= 0, "x: expected non-negative sizes");
   if (n == 0) return;
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   const int64_t nr = leaf.nr, kpad = (k + nr - 1) / nr * nr;
   Aligned<float> pack(kpad * std::max<int64_t>(d, 1)), cnorm(kpad);
   for (int64_t j = 0; j < kpad; ++j) {
@@ -145,7 +132,7 @@ void centroid_sums(const float* x, int64_t n, int64_t d, const int64_t* labels, 
   std::fill(sums, sums + k * d, 0.0);
   std::fill(counts, counts + k, int64_t(0));
   if (n == 0) return;
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   nthreads = threads_for(n * std::max<int64_t>(d, 1), nthreads);
   // Each thread adds its rows into private accumulators (cache-resident for the usual k x d); summed after.
   const int64_t cells = k * d + k;
@@ -173,7 +160,7 @@ void centroid_sums(const float* x, int64_t n, int64_t d, const int64_t* labels, 
 
 void column_stats(const float* x, int64_t n, int64_t d, double* out, int nthreads) {
   const float inf = std::numeric_limits<float>::infinity();
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   nthreads = threads_for(n * std::max<int64_t>(d, 1), nthreads);
   // Each thread folds a contiguous range of rows (its steps start at the row before its range), then the ranges
   // are combined: min/max of the running values, sums of the float64 |x| sums.
@@ -217,7 +204,7 @@ void bin_codes(const float* x, int64_t n, int64_t d, const float* edges, int64_t
     }
   }
   if (n == 0 || d == 0) return;
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   constexpr int64_t kRows = 256;  // a block of rows stays in L2 while every feature's codes are found
   const int64_t blocks = (n + kRows - 1) / kRows;
   nthreads = threads_for(n * d * 8, nthreads);
@@ -285,7 +272,7 @@ void quantize_columns(const float* x, int64_t n, int64_t d, const float* scale, 
   check_offsets(offset, d);
   if (n == 0 || d == 0) return;
   advise_huge_pages(codes, n * d);  // a fresh output: fewer first-touch page faults
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   const Periodic p = periodic(n, d);
   const std::vector<float> sc = tile_to(scale, d, p.period), off = tile_to(offset, d, p.period);
   const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
@@ -308,7 +295,7 @@ void dequantize_columns(const uint8_t* codes, bool is_signed, int64_t n, int64_t
                         const float* offset, float* out, int nthreads) {
   if (n == 0 || d == 0) return;
   advise_huge_pages(out, n * d * static_cast<int64_t>(sizeof(float)));
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   const Periodic p = periodic(n, d);
   const std::vector<float> sc = tile_to(scale, d, p.period), off = tile_to(offset, d, p.period);
   const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / p.period);
@@ -351,7 +338,7 @@ void delta_encode(const float* x, int64_t n, int64_t d, const float* anchor_scal
   require(qmax >= 1 && qmax <= 127, "qmax: expected 1..127, got " + std::to_string(qmax));
   if (n == 0 || d == 0) return;
   advise_huge_pages(codes, n * d);
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   nthreads = threads_for(n * d, nthreads);
   const DeltaTasks dt = delta_tasks(n, d, block, nthreads);
   const int64_t tasks = dt.blocks * dt.pieces;
@@ -377,7 +364,7 @@ void delta_decode(const int8_t* codes, int64_t n, int64_t d, const float* anchor
                   int64_t block, float* out, int nthreads) {
   check_delta(d, anchor_scale, step_scale, block);
   if (n == 0 || d == 0) return;
-  const Leaves leaf = pick_leaves();
+  const DataLeaves& leaf = leaves<DataLeaves>();
   nthreads = threads_for(n * d, nthreads);
   const DeltaTasks dt = delta_tasks(n, d, block, nthreads);
   const int64_t tasks = dt.blocks * dt.pieces;

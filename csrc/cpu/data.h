@@ -1,8 +1,10 @@
 // Data-compression kernels (fastdistill.data): plain C++ drivers over raw pointers, no Python headers. Arrays are
 // C-contiguous and row-major; sizes are 64-bit; bad data is reported with std::invalid_argument (the binding turns
-// it into ValueError). The glue that checks numpy arrays and releases the GIL lives in data_bind.cpp.
+// it into ValueError). The glue that checks numpy arrays and releases the GIL lives in csrc/bind/data.cpp.
 #pragma once
 #include <cstdint>
+
+#include "core.h"
 
 namespace fd {
 namespace data {

@@ -1,7 +1,7 @@
-// The per-ISA leaf kernels of the data-compression drivers (defined by data_kernels.h, compiled once per SIMD level
-// by data_scalar.cpp, data_avx2.cpp and data_avx512.cpp) and the table data.cpp picks one set from. Plain C++.
+// The leaf kernels of the data-compression drivers (defined by data_kernels.h, compiled once per SIMD tier; see
+// core.h) and their table. Plain C++.
 #pragma once
-#include <cstdint>
+#include "core.h"
 
 namespace fd {
 namespace data {
@@ -19,12 +19,15 @@ struct Packed {
 // tile (rows per tile x block floats) stays in L1/L2 however many centroids there are.
 constexpr int64_t kCentroidBlock = 512;
 
-struct Leaves {
+}  // namespace data
+
+struct DataLeaves {
   int64_t nr;  // centroids per panel
   int64_t mr;  // rows per microkernel tile
   // Rows [0, rows) of x (stride d): labels and squared distances; `tile` is scratch of mr * min(kpad,
   // kCentroidBlock) floats. Returns the number of rows whose norm is not finite (their outputs are unspecified).
-  int64_t (*assign_rows)(const float* x, int64_t rows, const Packed& c, int64_t* labels, float* dist2, float* tile);
+  int64_t (*assign_rows)(const float* x, int64_t rows, const data::Packed& c, int64_t* labels, float* dist2,
+                         float* tile);
   // Adds rows [0, rows) of x (stride d) to sums[labels[i]] (float64, stride d) and counts; returns how many labels
   // are outside [0, k) (those rows are skipped).
   int64_t (*accumulate_rows)(const float* x, int64_t rows, int64_t d, const int64_t* labels, int64_t k,
@@ -51,27 +54,5 @@ struct Leaves {
                              const float* anchor_scale, const float* step_scale, float* out);
 };
 
-#define FD_DECLARE_DATA_LEAVES(NS)                                                                            \
-  namespace NS {                                                                                             \
-  extern const int64_t kNR, kMR;                                                                             \
-  int64_t assign_rows(const float*, int64_t, const Packed&, int64_t*, float*, float*);                       \
-  int64_t accumulate_rows(const float*, int64_t, int64_t, const int64_t*, int64_t, double*, int64_t*);       \
-  int64_t column_stats_rows(const float*, int64_t, int64_t, const float*, float*, double*);                   \
-  int64_t bin_rows(const float*, int64_t, int64_t, int64_t, int64_t, const float*, uint8_t*, int64_t, int64_t); \
-  int64_t quantize_rows(const float*, int64_t, int64_t, const float*, const float*, float, float, uint8_t*);  \
-  void dequantize_rows(const uint8_t*, bool, int64_t, int64_t, const float*, const float*, float*);          \
-  int64_t delta_encode_block(const float*, int64_t, int64_t, int64_t, const float*, const float*, float,     \
-                             int8_t*, float*);                                                               \
-  void delta_decode_block(const int8_t*, int64_t, int64_t, int64_t, const float*, const float*, float*);     \
-  inline Leaves leaves() {                                                                                   \
-    return {kNR, kMR, assign_rows, accumulate_rows, column_stats_rows, bin_rows, quantize_rows, dequantize_rows, delta_encode_block,             \
-            delta_decode_block};                                                                             \
-  }                                                                                                          \
-  }
-FD_DECLARE_DATA_LEAVES(scalar)
-FD_DECLARE_DATA_LEAVES(avx2)
-FD_DECLARE_DATA_LEAVES(avx512)
-#undef FD_DECLARE_DATA_LEAVES
-
-}  // namespace data
+FD_DECLARE_TIER_LEAVES(DataLeaves)
 }  // namespace fd

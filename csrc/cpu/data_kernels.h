@@ -1,5 +1,5 @@
-// Leaf kernels of the data-compression ops (see data.h for what each computes). Compiled three times
-// (data_scalar.cpp, data_avx2.cpp, data_avx512.cpp), each inside its own namespace and `#pragma GCC target`.
+// Leaf kernels of the data-compression ops (see data.h for what each computes), compiled once per SIMD tier
+// (cpu/data_scalar.cpp, cpu/x86/data_avx2.cpp, cpu/x86/data_avx512.cpp; see core.h).
 //
 // * Assignment: a register-tiled fp32 GEMM microkernel (avx512: 12 rows x 32 centroids in 24 zmm accumulators;
 //   avx2: 6 x 16 in 12 ymm; scalar: plain loops) writes ||c||^2 - 2 x.c for one row tile against every centroid
@@ -11,24 +11,25 @@
 //   them: no contraction into fused multiply-adds in this file (the microkernel's FMAs are explicit intrinsics).
 // * Bin codes: a branchless binary search over 255 (+inf padded) edges per value.
 //
-// Expects, before inclusion: <cmath>, <cstdint>, <cfloat>, "data_isa.h"; FD_ISA_NAMESPACE; FD_ISA_LEVEL 0/1/2
-// (with <immintrin.h> included for 1 and 2).
+// Expects, before inclusion: cpu/data_isa.h and the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
 
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 
 namespace fd {
 namespace data {
-namespace FD_ISA_NAMESPACE {
+namespace FD_TIER_NS {
 
-#if FD_ISA_LEVEL == 2
+#if FD_TIER == FD_TIER_AVX512
 constexpr int64_t NR = 32, MR = 12;
-#elif FD_ISA_LEVEL == 1
+#elif FD_TIER == FD_TIER_AVX2
 constexpr int64_t NR = 16, MR = 6;
 #else
 constexpr int64_t NR = 8, MR = 4;
 #endif
-const int64_t kNR = NR, kMR = MR;
 
 constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: (v + kRound) - kRound rounds |v| < 2^22 half-to-even
 
@@ -41,7 +42,7 @@ template <int R>
 static inline void panel_dists(const float* x, int64_t d, const float* panel, const float* cn, float* tile,
                                int64_t ldt) {
 // (Every loop over the R rows is fully unrolled, so the accumulators live in registers, never in a stack array.)
-#if FD_ISA_LEVEL == 2
+#if FD_TIER == FD_TIER_AVX512
   __m512 acc0[R], acc1[R];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
@@ -60,7 +61,7 @@ static inline void panel_dists(const float* x, int64_t d, const float* panel, co
     _mm512_storeu_ps(tile + r * ldt, _mm512_fmadd_ps(acc0[r], m2, c0));
     _mm512_storeu_ps(tile + r * ldt + 16, _mm512_fmadd_ps(acc1[r], m2, c1));
   }
-#elif FD_ISA_LEVEL == 1
+#elif FD_TIER == FD_TIER_AVX2
   __m256 acc0[R], acc1[R];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
@@ -91,7 +92,7 @@ static inline void panel_dists(const float* x, int64_t d, const float* panel, co
 
 // Index of the first minimum of v[0, n) (n a multiple of NR) and the minimum itself.
 static inline int64_t argmin(const float* v, int64_t n, float* best) {
-#if FD_ISA_LEVEL == 2
+#if FD_TIER == FD_TIER_AVX512
   __m512 bv = _mm512_loadu_ps(v);
   __m512i bi = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512i idx = bi;
@@ -107,7 +108,7 @@ static inline int64_t argmin(const float* v, int64_t n, float* best) {
   const __mmask16 eq = _mm512_cmp_ps_mask(bv, _mm512_set1_ps(m), _CMP_EQ_OQ);
   *best = m;
   return _mm512_mask_reduce_min_epi32(eq, bi);
-#elif FD_ISA_LEVEL == 1
+#elif FD_TIER == FD_TIER_AVX2
   __m256 bv = _mm256_loadu_ps(v);
   __m256i bi = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256i idx = bi;
@@ -246,7 +247,7 @@ int64_t bin_rows(const float* x, int64_t rows, int64_t d, int64_t j0, int64_t j1
     const float* e = edges255 + j * 255;
     uint8_t* out = codes + j * n_total + row0;
     int64_t i = 0;
-#if FD_ISA_LEVEL == 2
+#if FD_TIER == FD_TIER_AVX512
     if (d <= (int64_t(1) << 26)) {  // 32-bit gather offsets: 16 rows * d stays far below 2^31
       const __m512i rowoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                                 _mm512_set1_epi32(static_cast<int32_t>(d)));
@@ -262,7 +263,7 @@ int64_t bin_rows(const float* x, int64_t rows, int64_t d, int64_t j0, int64_t j1
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(pos));
       }
     }
-#elif FD_ISA_LEVEL == 1
+#elif FD_TIER == FD_TIER_AVX2
     if (d <= (int64_t(1) << 27)) {
       const __m256i rowoff = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                 _mm256_set1_epi32(static_cast<int32_t>(d)));
@@ -374,8 +375,16 @@ void delta_decode_block(const int8_t* codes, int64_t rows, int64_t width, int64_
   }
 }
 
-}  // namespace FD_ISA_NAMESPACE
+}  // namespace FD_TIER_NS
 }  // namespace data
+
+template <>
+const DataLeaves& tier_leaves<DataLeaves, FD_TIER_SIMD>() {
+  namespace k = data::FD_TIER_NS;
+  static constexpr DataLeaves t{k::NR, k::MR, k::assign_rows, k::accumulate_rows, k::column_stats_rows, k::bin_rows,
+                                k::quantize_rows, k::dequantize_rows, k::delta_encode_block, k::delta_decode_block};
+  return t;
+}
 }  // namespace fd
 
 #pragma GCC pop_options

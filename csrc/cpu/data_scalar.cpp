@@ -1,10 +1,4 @@
-// Data-compression leaf kernels for the scalar level (see data_kernels.h).
-#include <cfloat>
-#include <cmath>
-#include <cstdint>
-
-#include "data_isa.h"
-
-#define FD_ISA_LEVEL 0
-#define FD_ISA_NAMESPACE scalar
-#include "data_kernels.h"
+// Data-compression leaf kernels, scalar tier (see data_kernels.h).
+#include "cpu/data_isa.h"
+#include "cpu/tier_scalar.h"
+#include "cpu/data_kernels.h"

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backends._csr import check_components, columns
+from ..formats.csr import check_components, columns
 from ..nn import Int8Linear, SparseLinear
 from ..quantization import QuantizedTensor
 from ..sparse import SparseWeight

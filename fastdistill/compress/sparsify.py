@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bench import median_ms
+from .._timing import median_ms
 from ..nn import SparseLinear
 from ..sparse import SparseWeight, sparse_linear
 

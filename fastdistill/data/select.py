@@ -105,9 +105,9 @@ class FeatureSelector(SelectorMixin, DataCompressor):
     * ``"correlation"``: ``|r|`` with the target (``r_regression``).
     * ``"chi2"``, ``"f_classif"``: ``sklearn.feature_selection.chi2`` / ``f_classif`` (class labels; chi2 needs
       non-negative features).
-    * ``"mutual_info"``: mutual information with the target from 8-bit per-feature codes (equal-count bins, 2 n^(1/3)
-      of them by default, their edges estimated on at most 16384 rows, evenly strided over X) and a native joint-histogram kernel,
-      Miller-Madow corrected. A continuous target is binned the same way.
+    * ``"mutual_info"``: mutual information with the target from 8-bit per-feature codes (equal-count bins,
+      2 n^(1/3) of them by default, their edges estimated on at most 16384 rows evenly strided over X) and a native
+      joint-histogram kernel, Miller-Madow corrected. A continuous target is binned the same way.
     * ``"entropy"``: the source method's information-entropy pruning: rank by information gain (symmetric
       uncertainty with the target), then walk the ranking and drop a feature when its symmetric uncertainty with an
       already kept feature is at least its own with the target (the FCBF redundancy rule). Both are bias-corrected

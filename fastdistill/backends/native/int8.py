@@ -29,6 +29,7 @@ def packed_sizes(k: int, n: int) -> Tuple[int, int]:
     return panels * ((k + 63) // 64 * 16) * PANEL * 4, panels * PANEL
 
 
+@register_kernel("int8_pack", "native")
 def pack(b: Tensor) -> Tuple[Tensor, Tensor]:
     """b (K x N int8, any strides) in the kernel's panel layout, and its shift compensation."""
     size, csize = packed_sizes(*b.shape)
