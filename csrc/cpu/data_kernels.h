@@ -145,6 +145,7 @@ static inline int64_t assign_tile(const float* x, const Packed& c, int64_t* labe
   const int64_t d = c.d;
   float best[R];
   int64_t at[R];
+  for (int r = 0; r < R; ++r) best[r] = __builtin_inff(), at[r] = 0;
   for (int64_t k0 = 0; k0 < c.kpad; k0 += kCentroidBlock) {
     const int64_t kb = c.kpad - k0 < kCentroidBlock ? c.kpad - k0 : kCentroidBlock;
     for (int64_t p = k0 / NR; p < (k0 + kb) / NR; ++p)
@@ -152,7 +153,7 @@ static inline int64_t assign_tile(const float* x, const Packed& c, int64_t* labe
     for (int r = 0; r < R; ++r) {
       float b;
       const int64_t a = argmin(tile + r * kb, kb, &b);
-      if (k0 == 0 || b < best[r]) best[r] = b, at[r] = k0 + a;  // strict: ties keep the earlier centroid
+      if (b < best[r]) best[r] = b, at[r] = k0 + a;  // strict: ties keep the earlier centroid
     }
   }
   int64_t bad = 0;
