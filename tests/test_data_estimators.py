@@ -452,3 +452,5 @@ def test_compress_dataset_options(digits):
         compress_dataset(X, y, ["quantize:8", "pca:5"])
     with pytest.raises(ValueError, match="not a step"):
         compress_dataset(X, y, ["zip:9"])
+    with pytest.raises(ValueError, match="at most one clusters step"):
+        compress_dataset(X, y, ["clusters:0.5", "clusters:0.5"])

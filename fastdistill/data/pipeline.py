@@ -123,7 +123,7 @@ def _run(steps: List[Tuple[str, Any]], X: Any, y: Any) -> Tuple[Any, Any, Option
             xc, yc, wc = step.coreset_
             rmse, rel = _rmse(cur, step.transform(cur))
             cur = torch.from_numpy(xc) if isinstance(cur, Tensor) else xc
-            cy, w = yc, (wc if w is None else wc)
+            cy, w = yc, wc
         elif isinstance(step, DataQuantizer):
             codes = step.fit(cur).transform(cur)
             rmse, rel = _rmse(cur, step.inverse_transform(codes))
@@ -168,11 +168,11 @@ def compress_dataset(X: Any, y: Any = None, steps: Sequence[Step] = ("pca:0.95",
                      evaluate: bool = True, eval_data: Optional[Tuple[Any, Any]] = None, test_size: float = 0.25,
                      classifier: Any = None, random_state: Optional[int] = 0) -> CompressedData:
     """Runs ``steps`` (compressors, or specs such as ``"pca:0.95"``, ``"select:mutual_info:20"``,
-    ``"clusters:0.1"``, ``"quantize:8"``; at most one quantize step, last) on ``X`` (and labels ``y``) and
-    reports bytes before/after and each step's reconstruction error. With labels and ``evaluate``, the report also
-    holds the accuracy of a quick reference classifier (standardized logistic regression, or ``classifier``)
-    trained on the original versus the compressed data, scored on ``eval_data`` or, without it, on a stratified
-    ``test_size`` holdout (the steps are then fitted again on the rest for that comparison).
+    ``"clusters:0.1"``, ``"quantize:8"``; at most one clusters step, at most one quantize step, last) on ``X`` (and
+    labels ``y``) and reports bytes before/after and each step's reconstruction error. With labels and ``evaluate``,
+    the report also holds the accuracy of a quick reference classifier (standardized logistic regression, or
+    ``classifier``) trained on the original versus the compressed data, scored on ``eval_data`` or, without it, on
+    a stratified ``test_size`` holdout (the steps are then fitted again on the rest for that comparison).
 
     Example::
 
@@ -187,6 +187,8 @@ def compress_dataset(X: Any, y: Any = None, steps: Sequence[Step] = ("pca:0.95",
     quantizers = [i for i, (_, s) in enumerate(named) if isinstance(s, DataQuantizer)]
     if len(quantizers) > 1 or (quantizers and quantizers[0] != len(named) - 1):
         raise ValueError("steps: at most one quantize step, and it must come last")
+    if sum(isinstance(s, ClusterCompressor) for _, s in named) > 1:
+        raise ValueError("steps: at most one clusters step (a second would weight centroids, not samples)")
     if y is not None:
         y = y.cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
         if len(y) != X.shape[0]:
