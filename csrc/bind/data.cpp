@@ -1,6 +1,7 @@
 // Python glue of the data-compression drivers (csrc/cpu/data.cpp): numpy dtype / shape / contiguity checks, then
 // the plain C++ driver with the GIL released. Outputs are preallocated by fastdistill/backends/native/data.py.
 #include <string>
+#include <utility>
 
 #include "bind/checks.h"
 #include "cpu/data.h"
@@ -107,18 +108,19 @@ void joint_histograms(const py::array& codes, const py::array& target, int64_t n
                          nthreads);
 }
 
-void check_columns(const py::array& scale, const py::array& offset, int64_t d) {
-  check_typed<float>(scale, "scale", 1);
-  check_typed<float>(offset, "offset", 1);
-  check_shape(scale, "scale", {d});
-  check_shape(offset, "offset", {d});
+// Two float32 vectors of one value per column (scale and offset, or the delta codes' two scales).
+void check_column_pair(const py::array& a, const char* name_a, const py::array& b, const char* name_b, int64_t d) {
+  for (const auto& [arr, name] : {std::pair<const py::array&, const char*>{a, name_a}, {b, name_b}}) {
+    check_typed<float>(arr, name, 1);
+    check_shape(arr, name, {d});
+  }
 }
 
 void quantize_columns(const py::array& x, const py::array& scale, const py::array& offset, int32_t qmin,
                       int32_t qmax, const py::array& codes, int nthreads) {
   check_typed<float>(x, "x", 2);
   const int64_t n = x.shape(0), d = x.shape(1);
-  check_columns(scale, offset, d);
+  check_column_pair(scale, "scale", offset, "offset", d);
   if (!is_byte_array(codes)) throw py::type_error("codes: expected an int8 or uint8 array");
   check_out(codes, "codes", 2);
   check_shape(codes, "codes", {n, d});
@@ -132,7 +134,7 @@ void dequantize_columns(const py::array& codes, const py::array& scale, const py
   if (!is_byte_array(codes)) throw py::type_error("codes: expected an int8 or uint8 array");
   check(codes, "codes", 2);
   const int64_t n = codes.shape(0), d = codes.shape(1);
-  check_columns(scale, offset, d);
+  check_column_pair(scale, "scale", offset, "offset", d);
   check_typed<float>(out, "out", 2);
   check_out(out, "out", 2);
   check_shape(out, "out", {n, d});
@@ -142,18 +144,11 @@ void dequantize_columns(const py::array& codes, const py::array& scale, const py
                            ptr<float>(out), nthreads);
 }
 
-void check_delta_scales(const py::array& anchor_scale, const py::array& step_scale, int64_t d) {
-  check_typed<float>(anchor_scale, "anchor_scale", 1);
-  check_typed<float>(step_scale, "step_scale", 1);
-  check_shape(anchor_scale, "anchor_scale", {d});
-  check_shape(step_scale, "step_scale", {d});
-}
-
 void delta_encode(const py::array& x, const py::array& anchor_scale, const py::array& step_scale, int64_t block,
                   int32_t qmax, const py::array& codes, int nthreads) {
   check_typed<float>(x, "x", 2);
   const int64_t n = x.shape(0), d = x.shape(1);
-  check_delta_scales(anchor_scale, step_scale, d);
+  check_column_pair(anchor_scale, "anchor_scale", step_scale, "step_scale", d);
   check_typed<int8_t>(codes, "codes", 2);
   check_out(codes, "codes", 2);
   check_shape(codes, "codes", {n, d});
@@ -166,7 +161,7 @@ void delta_decode(const py::array& codes, const py::array& anchor_scale, const p
                   const py::array& out, int nthreads) {
   check_typed<int8_t>(codes, "codes", 2);
   const int64_t n = codes.shape(0), d = codes.shape(1);
-  check_delta_scales(anchor_scale, step_scale, d);
+  check_column_pair(anchor_scale, "anchor_scale", step_scale, "step_scale", d);
   check_typed<float>(out, "out", 2);
   check_out(out, "out", 2);
   check_shape(out, "out", {n, d});
