@@ -364,6 +364,7 @@ void delta_decode(const int8_t* codes, int64_t n, int64_t d, const float* anchor
                   int64_t block, float* out, int nthreads) {
   check_delta(d, anchor_scale, step_scale, block);
   if (n == 0 || d == 0) return;
+  advise_huge_pages(out, n * d * static_cast<int64_t>(sizeof(float)));
   const DataLeaves& leaf = leaves<DataLeaves>();
   nthreads = threads_for(n * d, nthreads);
   const DeltaTasks dt = delta_tasks(n, d, block, nthreads);
