@@ -419,3 +419,113 @@ def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: 
 @int8_linear.register_fake
 def _(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor, bias: Optional[Tensor]) -> Tensor:
     return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data compression (fastdistill.data): nearest-centroid assignment, 8-bit bin codes and their joint histograms,
+# per-column linear codes and closed-loop delta codes of a (samples, features) matrix. Arguments are validated by
+# fastdistill.data; see backends/python/data.py for the exact definitions.
+# --------------------------------------------------------------------------------------------------------------
+
+
+@_op("kmeans_assign")
+def kmeans_assign(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
+    """(labels int64 (n,), squared distances float32 (n,)) of each row of the float32 ``x`` (n, d) to its nearest
+    row of ``centroids`` (k, d); ties go to the smaller index."""
+    return dispatch("kmeans_assign", x.contiguous(), centroids.contiguous())
+
+
+@kmeans_assign.register_fake
+def _(x: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
+    n = x.shape[0]
+    return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=torch.float32)
+
+
+@_op("centroid_sums")
+def centroid_sums(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """(sums float64 (k, d), counts int64 (k,)) of the rows of the float32 ``x`` (n, d) per label in [0, k)."""
+    return dispatch("centroid_sums", x.contiguous(), labels.contiguous(), k)
+
+
+@centroid_sums.register_fake
+def _(x: Tensor, labels: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    return x.new_empty((k, x.shape[1]), dtype=torch.float64), x.new_empty((k,), dtype=torch.int64)
+
+
+@_op("column_stats")
+def column_stats(x: Tensor) -> Tensor:
+    """float64 (6, d) per-column statistics of the float32 ``x`` (n, d) in one pass: min, max, sum |x|, max |x|,
+    smallest nonzero |x| (inf if none), largest |x[i+1] - x[i]| down the rows (0 for n < 2)."""
+    return dispatch("column_stats", x.contiguous())
+
+
+@column_stats.register_fake
+def _(x: Tensor) -> Tensor:
+    return x.new_empty((6, x.shape[1]), dtype=torch.float64)
+
+
+@_op("bin_codes")
+def bin_codes(x: Tensor, edges: Tensor) -> Tensor:
+    """uint8 codes (d, n), feature-major: the number of ``edges[j]`` (ascending, at most 255) <= ``x[i, j]``."""
+    return dispatch("bin_codes", x.contiguous(), edges.contiguous())
+
+
+@bin_codes.register_fake
+def _(x: Tensor, edges: Tensor) -> Tensor:
+    return x.new_empty((x.shape[1], x.shape[0]), dtype=torch.uint8)
+
+
+@_op("joint_histograms")
+def joint_histograms(codes: Tensor, target: Tensor, n_target: int, n_bins: int) -> Tensor:
+    """int64 (d, n_target, n_bins): joint counts of each row of the uint8 ``codes`` (d, n) with the int32
+    ``target`` (n,) in [0, n_target)."""
+    return dispatch("joint_histograms", codes.contiguous(), target.contiguous(), n_target, n_bins)
+
+
+@joint_histograms.register_fake
+def _(codes: Tensor, target: Tensor, n_target: int, n_bins: int) -> Tensor:
+    return codes.new_empty((codes.shape[0], n_target, n_bins), dtype=torch.int64)
+
+
+@_op("quantize_columns")
+def quantize_columns(x: Tensor, scale: Tensor, offset: Tensor, qmin: int, qmax: int) -> Tensor:
+    """Codes (n, d), int8 when ``qmin < 0`` else uint8: clamp(round((x - offset[j]) / scale[j]), qmin, qmax)."""
+    return dispatch("quantize_columns", x.contiguous(), scale.contiguous(), offset.contiguous(), qmin, qmax)
+
+
+@quantize_columns.register_fake
+def _(x: Tensor, scale: Tensor, offset: Tensor, qmin: int, qmax: int) -> Tensor:
+    return torch.empty_like(x, dtype=torch.int8 if qmin < 0 else torch.uint8)
+
+
+@_op("dequantize_columns")
+def dequantize_columns(codes: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
+    """float32 (n, d) = codes * scale[j] + offset[j]."""
+    return dispatch("dequantize_columns", codes.contiguous(), scale.contiguous(), offset.contiguous())
+
+
+@dequantize_columns.register_fake
+def _(codes: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
+    return torch.empty_like(codes, dtype=torch.float32)
+
+
+@_op("delta_encode")
+def delta_encode(x: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int, qmax: int) -> Tensor:
+    """int8 closed-loop delta codes (n, d) of ``x`` along its rows, re-anchored every ``block`` rows."""
+    return dispatch("delta_encode", x.contiguous(), anchor_scale.contiguous(), step_scale.contiguous(), block, qmax)
+
+
+@delta_encode.register_fake
+def _(x: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int, qmax: int) -> Tensor:
+    return torch.empty_like(x, dtype=torch.int8)
+
+
+@_op("delta_decode")
+def delta_decode(codes: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int) -> Tensor:
+    """float32 (n, d): the values the encoder tracked (inverse of :func:`delta_encode`)."""
+    return dispatch("delta_decode", codes.contiguous(), anchor_scale.contiguous(), step_scale.contiguous(), block)
+
+
+@delta_decode.register_fake
+def _(codes: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int) -> Tensor:
+    return torch.empty_like(codes, dtype=torch.float32)

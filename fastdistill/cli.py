@@ -1,4 +1,5 @@
-"""The ``fastdistill`` command: ``info``, ``bench``, and ``demo`` (the main job on embedded data)."""
+"""The ``fastdistill`` command: ``info``, ``bench``, ``demo`` (the main job on embedded data), and ``data``
+(compress / inspect data files)."""
 from __future__ import annotations
 
 import argparse
@@ -104,6 +105,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the models are tiny)")
     p.add_argument("--progress", action="store_true", help="a progress bar per training epoch")
     p.set_defaults(fn=_cmd_demo)
+    from .data._cli import add_parser as add_data_parser  # data compress | data inspect
+
+    add_data_parser(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -4,9 +4,12 @@
 2. the student distilled (soft targets), and distilled with hidden-state (feature) KD as well;
 3. the label-scarce case: 10% of the labels. The student alone on them, against ``pretrain`` on every training
    input (soft targets, no labels) followed by ``finetune`` on the 10%;
-4. the distilled student pruned gradually to 90% while it keeps distilling (``GradualPruning``, Zhu & Gupta), with
+4. the data compressed (``fastdistill.data.compress_dataset``: PCA to 95% of the variance, then 8-bit codes, 6.6x
+   fewer bytes for the standardized pixels), and a student of the compressed width trained on it alone and
+   distilled on it (the teacher reads the codes decoded back to pixels);
+5. the distilled student pruned gradually to 90% while it keeps distilling (``GradualPruning``, Zhu & Gupta), with
    quantization-aware training, then converted to int8 (``compress.quantize``);
-5. that student saved to a compact file and loaded back.
+6. that student saved to a compact file and loaded back.
 
 Each row reports test accuracy (mean +- std over the seeds), parameters (nonzero ones for pruned models), bytes
 (what ``fastdistill.save`` writes) and the latency of a batch of 256 as fastdistill runs the model (sparse and int8
@@ -34,15 +37,17 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import compress
+from ._files import atomic_write
 from ._timing import median_ms
 from .compress.io import load, model_size, save
+from .data import compress_dataset
 from .distill import Distiller, GradualPruning, QuantizationAware
-from ._files import atomic_write
 from .nn import KDLoss
 
 Split = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 BATCH, LATENCY_BATCH, LABELED_FRACTION, SPARSITY = 64, 256, 0.1, 0.9
 TEACHER_WIDTH, STUDENT_WIDTH = 256, 128
+DATA_STEPS = ("pca:0.95", "quantize:8")
 
 
 def load_digits_split(seed: int = 0) -> Split:
@@ -58,8 +63,8 @@ def load_digits_split(seed: int = 0) -> Split:
     return to_x(x_tr), torch.tensor(y_tr), to_x(x_te), torch.tensor(y_te)
 
 
-def mlp(hidden: int, depth: int = 2) -> nn.Sequential:
-    layers, width = [], 64
+def mlp(hidden: int, depth: int = 2, inputs: int = 64) -> nn.Sequential:
+    layers, width = [], inputs
     for _ in range(depth):
         layers += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
@@ -116,22 +121,39 @@ def _seed_all(seed: int) -> None:
     np.random.seed(seed)
 
 
+class _Decoded(nn.Module):
+    """``model`` reading compressed features: ``step``'s inverse transform first (PCA coordinates to pixels)."""
+
+    def __init__(self, step: Any, model: nn.Module) -> None:
+        super().__init__()
+        self.step, self.model = step, model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(self.step.inverse_transform(z).to(z.dtype))
+
+
 def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[str, float]]:
     """Every row of the report for one seed: ``{row: {"accuracy", "params", "bytes", "latency_ms",
     "torch_latency_ms"}}``."""
     _seed_all(seed)
     x_tr, y_tr, x_te, y_te = load_digits_split(seed)
-    x_lat = x_te[:LATENCY_BATCH].repeat(math.ceil(LATENCY_BATCH / len(x_te)), 1)[:LATENCY_BATCH]
     rows: Dict[str, Dict[str, float]] = {}
 
     def record(name: str, model: nn.Module, *, fast: Optional[nn.Module] = None, peer: Optional[nn.Module] = None,
-               nbytes: Optional[int] = None) -> None:
-        """``fast``: the model as fastdistill runs it (default ``model``); ``peer``: plain torch's equivalent."""
+               nbytes: Optional[int] = None, x: Optional[torch.Tensor] = None,
+               data_ratio: Optional[float] = None) -> None:
+        """``fast``: the model as fastdistill runs it (default ``model``); ``peer``: plain torch's equivalent;
+        ``x``: the test inputs as this model reads them (default the pixels); ``data_ratio``: how much smaller
+        its training data was stored."""
         fast = fast if fast is not None else model
         peer = peer if peer is not None else fast
-        rows[name] = {"accuracy": accuracy(fast, x_te, y_te), "params": float(_nonzero_params(model)),
+        x = x_te if x is None else x
+        lat = x.repeat(math.ceil(LATENCY_BATCH / len(x)), 1)[:LATENCY_BATCH]
+        rows[name] = {"accuracy": accuracy(fast, x, y_te), "params": float(_nonzero_params(model)),
                       "bytes": float(nbytes if nbytes is not None else model_size(model)),
-                      "latency_ms": _latency(fast, x_lat), "torch_latency_ms": _latency(peer, x_lat)}
+                      "latency_ms": _latency(fast, lat), "torch_latency_ms": _latency(peer, lat)}
+        if data_ratio is not None:
+            rows[name]["data_ratio"] = float(data_ratio)
 
     train = digits_loader(x_tr, y_tr, seed)
     teacher = mlp(TEACHER_WIDTH)
@@ -170,7 +192,22 @@ def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[s
     Distiller(teacher, scarce_kd, loss=kd, mode="finetune").fit(few_loader, scarce_epochs, progress=progress)
     record("10% labels: pretrain + finetune", scarce_kd)
 
-    # (the data step - coresets, PCA, feature selection - adds its rows here)
+    # the data step: the training set compressed (PCA to 95% of the variance, then 8-bit codes: what a device
+    # would store or receive), a student of the compressed width trained on it alone and distilled on it (the
+    # teacher reads the codes decoded back to pixels); the test set goes through the same fitted steps
+    packed = compress_dataset(x_tr, y_tr, DATA_STEPS, evaluate=False)
+    z_tr, z_te = packed.features(), packed.transform(x_te)
+    z_train = digits_loader(z_tr, y_tr, seed)
+    data_ratio = packed.report["ratio"]
+    small_alone = mlp(STUDENT_WIDTH, depth=1, inputs=z_tr.shape[1])
+    small_init = copy.deepcopy(small_alone.state_dict())
+    train_alone(small_alone, z_train, epochs, lr=3e-3)
+    record("compressed data: alone", small_alone, x=z_te, data_ratio=data_ratio)
+    small_kd = mlp(STUDENT_WIDTH, depth=1, inputs=z_tr.shape[1])
+    small_kd.load_state_dict(small_init)
+    Distiller(_Decoded(packed.steps[0][1], teacher), small_kd, loss=kd, lr=3e-3).fit(z_train, epochs,
+                                                                                    progress=progress)
+    record("compressed data: distilled", small_kd, x=z_te, data_ratio=data_ratio)
 
     pruned = copy.deepcopy(distilled)
     steps = epochs * len(train)
@@ -241,9 +278,10 @@ def table(report: Dict[str, Any]) -> str:
              f"{'':34s} {'mean +- std':>15s} {'':>8s} {'':>10s} {'fastdistill / torch ms':>22s}"]
     for r in report["rows"]:
         acc = r["accuracy"]
+        data = f"   (training data {r['data_ratio']['mean']:.1f}x smaller)" if "data_ratio" in r else ""
         lines.append(f"  {r['name']:32s} {acc['mean']:.3f} +- {acc['std']:.3f} {r['params']['mean']:8.0f} "
                      f"{_fmt_bytes(r['bytes']['mean']):>10s} {r['latency_ms']['mean']:10.3f} / "
-                     f"{r['torch_latency_ms']['mean']:.3f}")
+                     f"{r['torch_latency_ms']['mean']:.3f}{data}")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from fastdistill import demo
 
 SUB_ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fd.__file__)))
 ROWS = ["teacher", "student alone", "distilled", "distilled + features", "10% labels: alone",
-        "10% labels: pretrain + finetune", "90% pruned", "90% pruned + int8", "saved file, reloaded"]
+        "10% labels: pretrain + finetune", "compressed data: alone", "compressed data: distilled", "90% pruned", "90% pruned + int8", "saved file, reloaded"]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,8 @@ def test_quick_report_rows(quick_report):
     acc = {k: v["accuracy"]["mean"] for k, v in rows.items()}
     assert acc["teacher"] > 0.9 and acc["10% labels: pretrain + finetune"] > acc["10% labels: alone"]
     assert acc["saved file, reloaded"] == acc["90% pruned + int8"]
+    assert rows["compressed data: distilled"]["data_ratio"]["mean"] >= 5
+    assert acc["compressed data: distilled"] > acc["student alone"] - 0.05
     params = {k: v["params"]["mean"] for k, v in rows.items()}
     assert params["90% pruned"] == pytest.approx(0.1 * params["distilled"], rel=0.15)  # biases are not pruned
     size = {k: v["bytes"]["mean"] for k, v in rows.items()}
