@@ -29,8 +29,9 @@ Int8Linear's) are written this way too when that saves at least 10% (and they ho
 survive), SparseLinear layers (``as: sparse_linear``) always.
 
 ``modules`` maps module names to the fastdistill module types (``"SparseLinear"``, ``"Int8Linear"``) that ``load``
-must put in place of a plain model's layers; ``load`` also resizes ``nn.Linear`` layers whose stored shapes differ
-(after ``prune_neurons``). Truncated, malformed or modified files raise ValueError.
+must put in place of a plain model's layers; ``load`` also resizes Linear, Conv, norm and Embedding layers whose
+stored shapes differ and shortens layer stacks (after ``prune_neurons``, ``prune_heads``, ``drop_layers``).
+Truncated, malformed or modified files raise ValueError.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ from ..nn import Int8Linear, SparseLinear
 from ..quantization import QuantizedTensor
 from ..sparse import SparseWeight
 from .prune import MASK
+from .structure import fit_to_state
 
 FORMAT, VERSION = "fastdistill", "1"
 _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -382,6 +384,7 @@ def load(path: Union[str, os.PathLike], model: Optional[nn.Module] = None):
     try:
         for name, kind in modules.items():
             _fit_module(model, name, kind, state, encodings)
+        fit_to_state(model, state)  # pruned widths, heads and dropped layers
         for name, module in list(model.named_modules()):
             if type(module) is nn.Linear:
                 _fit_module(model, name, None, state, encodings)
