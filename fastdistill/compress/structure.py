@@ -778,7 +778,7 @@ def analyse(model: nn.Module, example_inputs: Any = None) -> List[ChannelGroup]:
         if sp.size % sp.unit:
             reasons.append(f"{sp.size} channels do not split into heads of {sp.unit}")
         members = list(dict.fromkeys(sp.members))
-        name = producers[0] if producers else consumers[0]
+        name = producers[0] if producers else f"<input of {consumers[0]}>"
         exact = not sp.norm and all(e.const is not None for e in sp.edges)
         groups.append(ChannelGroup(name, kind, sp.size, sp.unit, producers, consumers, members,
                                    "; ".join(reasons) if reasons else None, exact, list(sp.edges),
