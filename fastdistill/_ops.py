@@ -410,3 +410,27 @@ def int8_linear(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: 
 @int8_linear.register_fake
 def _(x: Tensor, codes: Tensor, wscale: Tensor, packed: Tensor, comp: Tensor, bias: Optional[Tensor]) -> Tensor:
     return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# int4 weight-only linear layer (weights: packed int4 codes with one fp32 scale per group of input channels)
+# --------------------------------------------------------------------------------------------------------------
+
+
+# Native preparation steps: the kernel's own weight layout, and its measured W4A8 / W4A16 crossover (rows).
+declare_op("int4_pack", preparation=True)
+declare_op("int4_a8_min_rows", preparation=True)
+
+
+@_op("int4_linear")
+def int4_linear(x: Tensor, codes: Tensor, scale: Tensor, packed: Tensor, bias: Optional[Tensor], group_size: int,
+                act_int8: bool) -> Tensor:
+    """fp32 (M x N): ``x`` (M x K fp32/bf16) times the int4 weight ``codes`` (N x K/2) with group ``scale``
+    (N x K/group_size), + bias; ``act_int8``: x quantized per row to int8 first (W4A8), else float (W4A16)."""
+    return dispatch("int4_linear", x.contiguous(), codes, scale, packed, bias, group_size, act_int8)
+
+
+@int4_linear.register_fake
+def _(x: Tensor, codes: Tensor, scale: Tensor, packed: Tensor, bias: Optional[Tensor], group_size: int,
+      act_int8: bool) -> Tensor:
+    return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)

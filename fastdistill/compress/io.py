@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from ..formats.csr import check_components, columns
-from ..nn import Int8Linear, SparseLinear
+from ..nn import Int4Linear, Int8Conv2d, Int8Linear, QuantizedEmbedding, SparseLinear
 from ..quantization import QuantizedTensor
 from ..sparse import SparseWeight
 from .prune import MASK
@@ -62,7 +62,8 @@ _FROM_NAME = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 << 20
 _SPARSE_SAVING = 0.9  # a dense tensor is stored sparse only when that takes at most 90% of its dense bytes
 Entry = Union[torch.Tensor, SparseWeight, QuantizedTensor]
-_MODULES = (SparseLinear, Int8Linear)  # fastdistill layers that load() puts in place of a plain model's
+_MODULES = (SparseLinear, Int8Linear, Int4Linear, Int8Conv2d, QuantizedEmbedding)  # what load() puts in place
+_SHAPED_BY_STATE = {cls.__name__: cls for cls in (Int4Linear, Int8Conv2d, QuantizedEmbedding)}  # .for_state()
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -345,6 +346,11 @@ def _fit_module(model: nn.Module, name: str, kind: Optional[str], state: Dict[st
                        outliers=state[prefix + "outlier_channels"].numel())
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, q)
+    elif kind in _SHAPED_BY_STATE:
+        if not name:
+            raise ValueError(f"model: the file holds a {kind} as the whole model")
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, _SHAPED_BY_STATE[kind].for_state(module, state, prefix))
     elif kind is not None:
         raise ValueError(f"file: unknown module type {kind!r} for layer {name!r}")
     elif type(module) is nn.Linear and prefix + "weight" in state:
