@@ -7,10 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
-#include "common.h"
-#include "int8_isa.h"
+#include "cpu/int8_isa.h"
 
 namespace fd {
 namespace {
@@ -27,38 +28,15 @@ constexpr int64_t kParallelRowsMinElems = 1 << 18;
 
 int row_threads(int64_t m, int64_t k, int nthreads) { return m * k >= kParallelRowsMinElems ? nthreads : 1; }
 
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-void require_shape(const py::array& a, const char* argname, std::initializer_list<int64_t> shape) {
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  int i = 0;
-  for (int64_t d : shape) ok = ok && a.shape(i++) == d;
-  if (!ok) {
-    std::string want = "(";
-    i = 0;
-    for (int64_t d : shape) want += (i++ ? ", " : "") + std::to_string(d);
-    throw py::value_error(std::string(argname) + ": expected shape " + want + (shape.size() == 1 ? ",)" : ")") +
-                          ", got " + shape_str(a));
-  }
-}
-
-// Checks the packed weight of a K x N matrix; returns the number of k groups.
-int64_t check_packed(const py::array& packed, const py::array& comp, int64_t k, int64_t n) {
-  require_dtype<int8_t>(packed, "packed");
-  require_c_contiguous(packed, "packed");
-  require_dtype<int32_t>(comp, "comp");
-  require_c_contiguous(comp, "comp");
-  require_shape(packed, "packed", {n_panels(n) * k_groups(k) * kGroupBytes});
-  require_shape(comp, "comp", {n_panels(n) * kPanel});
-  return k_groups(k);
-}
-
 // Rows of the u8 copy of A: whole 32-row tiles (zero rows past m) for AMX, which loads them; just m otherwise.
-int64_t a_rows(const Int8Leaves& leaf, int64_t m) { return leaf.gemm_panel == amx::gemm_panel ? padded_rows(m) : m; }
+int64_t a_rows(const Int8Leaves& leaf, int64_t m) {
+#if FD_X86
+  if (&leaf == &amx::leaves()) return padded_rows(m);
+#endif
+  return m;
+}
+
+std::atomic<bool> g_amx{true};
 
 void run_gemm(const Int8Leaves& leaf, const uint8_t* ua, int64_t lda, int64_t m, const int8_t* packed,
               int64_t kgroups, int64_t n, const Int8Epilogue& e, int nthreads) {
@@ -83,19 +61,12 @@ void run_gemm(const Int8Leaves& leaf, const uint8_t* ua, int64_t lda, int64_t m,
   }
 }
 
-// b: K x N int8 with any (non-negative) strides, e.g. the transpose view of an N x K weight.
-void int8_pack(const py::array& b, const py::array& packed, const py::array& comp, int nthreads) {
-  require_dtype<int8_t>(b, "b");
-  if (b.ndim() != 2) throw py::value_error("b: expected a 2-D array, got shape " + shape_str(b));
-  if (b.strides(0) < 0 || b.strides(1) < 0) throw py::value_error("b: negative strides are not supported");
-  const int64_t k = b.shape(0), n = b.shape(1), sk = b.strides(0), sn = b.strides(1);
-  const int64_t kg = check_packed(packed, comp, k, n);
-  require_writeable(packed, "packed");
-  require_writeable(comp, "comp");
-  const auto* src = static_cast<const int8_t*>(b.data());
-  auto* dst = static_cast<int8_t*>(const_cast<void*>(packed.data()));
-  auto* cp = static_cast<int32_t*>(const_cast<void*>(comp.data()));
-  py::gil_scoped_release nogil;
+}  // namespace
+
+void int8_pack(const int8_t* src, int64_t k, int64_t n, int64_t sk, int64_t sn, int8_t* dst, int32_t* cp,
+               int nthreads) {
+  if (k < 0 || n < 0 || sk < 0 || sn < 0) throw std::invalid_argument("b: expected non-negative sizes and strides");
+  const int64_t kg = k_groups(k);
   const int64_t panels = n_panels(n);
 #pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
@@ -132,26 +103,14 @@ void int8_pack(const py::array& b, const py::array& packed, const py::array& com
   }
 }
 
-// out (M x N int32) = a (M x K int8) @ B, B given packed.
-void int8_gemm(const py::array& a, const py::array& packed, const py::array& comp, int64_t n, const py::array& out,
-               int nthreads) {
-  require_dtype<int8_t>(a, "a");
-  require_c_contiguous(a, "a");
-  if (a.ndim() != 2) throw py::value_error("a: expected a 2-D array, got shape " + shape_str(a));
-  const int64_t m = a.shape(0), k = a.shape(1);
-  if (n < 0) throw py::value_error("n: expected n >= 0, got " + std::to_string(n));
-  const int64_t kg = check_packed(packed, comp, k, n);
-  require_dtype<int32_t>(out, "out");
-  require_c_contiguous(out, "out");
-  require_writeable(out, "out");
-  require_shape(out, "out", {m, n});
-  const auto* src = static_cast<const uint8_t*>(a.data());
-  const auto* pk = static_cast<const int8_t*>(packed.data());
-  const Int8Epilogue e{static_cast<const int32_t*>(comp.data()), static_cast<int32_t*>(const_cast<void*>(out.data())),
-                       nullptr, n, nullptr, nullptr, nullptr};
-  const Int8Leaves leaf = int8_leaves(m);
+void int8_gemm(const int8_t* a, int64_t m, int64_t k, const int8_t* pk, const int32_t* comp, int64_t n,
+               int32_t* out, int nthreads) {
+  if (m < 0 || k < 0 || n < 0) throw std::invalid_argument("int8_gemm: expected non-negative sizes");
+  const int64_t kg = k_groups(k);
+  const auto* src = reinterpret_cast<const uint8_t*>(a);
+  const Int8Epilogue e{comp, out, nullptr, n, nullptr, nullptr, nullptr};
+  const Int8Leaves& leaf = int8_leaves(m);
   nthreads = clamp_threads(nthreads);
-  py::gil_scoped_release nogil;
   if (m == 0 || n == 0) return;
   const int64_t lda = 4 * kg;
   std::vector<uint8_t> ua(static_cast<size_t>(a_rows(leaf, m) * lda));
@@ -163,38 +122,13 @@ void int8_gemm(const py::array& a, const py::array& packed, const py::array& com
   run_gemm(leaf, ua.data(), lda, m, pk, kg, n, e, nthreads);
 }
 
-const float* optional_vector(const py::object& v, const char* argname, int64_t n) {
-  if (v.is_none()) return nullptr;
-  const auto arr = py::cast<py::array>(v);
-  require_dtype<float>(arr, argname);
-  require_c_contiguous(arr, argname);
-  require_shape(arr, argname, {n});
-  return static_cast<const float*>(arr.data());
-}
-
-// out (M x N fp32) = (quantize_rows(x) @ B) * row_scale * wscale + bias, B given packed.
-void int8_linear(const py::array& x, const py::array& packed, const py::array& comp, const py::array& wscale,
-                 const py::object& bias, const py::array& out, int nthreads) {
-  const DType dt = float_dtype_of(x, "x");
-  if (dt == DType::F16) throw py::type_error("x: expected float32 or bfloat16 (as uint16 bits), got float16");
-  require_c_contiguous(x, "x");
-  if (x.ndim() != 2) throw py::value_error("x: expected a 2-D array, got shape " + shape_str(x));
-  const int64_t m = x.shape(0), k = x.shape(1);
-  require_dtype<float>(wscale, "wscale");
-  require_c_contiguous(wscale, "wscale");
-  if (wscale.ndim() != 1) throw py::value_error("wscale: expected a 1-D array, got shape " + shape_str(wscale));
-  const int64_t n = wscale.shape(0);
-  const int64_t kg = check_packed(packed, comp, k, n);
-  const float* bp = optional_vector(bias, "bias", n);
-  require_dtype<float>(out, "out");
-  require_c_contiguous(out, "out");
-  require_writeable(out, "out");
-  require_shape(out, "out", {m, n});
-  const void* xp = x.data();
-  const auto* pk = static_cast<const int8_t*>(packed.data());
-  const Int8Leaves leaf = int8_leaves(m);
+void int8_linear(const void* xp, DType dt, int64_t m, int64_t k, const int8_t* pk, const int32_t* comp,
+                 const float* wscale, int64_t n, const float* bp, float* out, int nthreads) {
+  if (dt == DType::F16) throw std::invalid_argument("x: expected float32 or bfloat16, got float16");
+  if (m < 0 || k < 0 || n < 0) throw std::invalid_argument("int8_linear: expected non-negative sizes");
+  const int64_t kg = k_groups(k);
+  const Int8Leaves& leaf = int8_leaves(m);
   nthreads = clamp_threads(nthreads);
-  py::gil_scoped_release nogil;
   if (m == 0 || n == 0) return;
   const int64_t lda = 4 * kg, esz = dt == DType::F32 ? 4 : 2;
   std::vector<uint8_t> ua(static_cast<size_t>(a_rows(leaf, m) * lda));
@@ -203,61 +137,21 @@ void int8_linear(const py::array& x, const py::array& packed, const py::array& c
   for (int64_t r = 0; r < m; ++r)
     leaf.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, ua.data() + r * lda, lda, nullptr,
                        rs.data() + r);
-  const Int8Epilogue e{static_cast<const int32_t*>(comp.data()), nullptr,
-                       static_cast<float*>(const_cast<void*>(out.data())), n, rs.data(),
-                       static_cast<const float*>(wscale.data()), bp};
+  const Int8Epilogue e{comp, nullptr, out, n, rs.data(), wscale, bp};
   run_gemm(leaf, ua.data(), lda, m, pk, kg, n, e, nthreads);
 }
 
-// q (M x K int8), scales (M fp32) = symmetric per-row quantization of x.
-void int8_quantize_rows(const py::array& x, const py::array& q, const py::array& scales, int nthreads) {
-  const DType dt = float_dtype_of(x, "x");
-  if (dt == DType::F16) throw py::type_error("x: expected float32 or bfloat16 (as uint16 bits), got float16");
-  require_c_contiguous(x, "x");
-  if (x.ndim() != 2) throw py::value_error("x: expected a 2-D array, got shape " + shape_str(x));
-  const int64_t m = x.shape(0), k = x.shape(1);
-  require_dtype<int8_t>(q, "q");
-  require_c_contiguous(q, "q");
-  require_writeable(q, "q");
-  require_shape(q, "q", {m, k});
-  require_dtype<float>(scales, "scales");
-  require_c_contiguous(scales, "scales");
-  require_writeable(scales, "scales");
-  require_shape(scales, "scales", {m});
-  const void* xp = x.data();
-  auto* qp = static_cast<int8_t*>(const_cast<void*>(q.data()));
-  auto* sp = static_cast<float*>(const_cast<void*>(scales.data()));
-  const Int8Leaves leaf = int8_leaves(0);  // quantize_rows only: the same leaf at every row count
-  py::gil_scoped_release nogil;
+void int8_quantize_rows(const void* xp, DType dt, int64_t m, int64_t k, int8_t* qp, float* sp, int nthreads) {
+  if (dt == DType::F16) throw std::invalid_argument("x: expected float32 or bfloat16, got float16");
+  const Int8Leaves& leaf = int8_leaves(0);  // quantize_rows only: the same leaf at every row count
   const int64_t esz = dt == DType::F32 ? 4 : 2;
 #pragma omp parallel for num_threads(row_threads(m, k, clamp_threads(nthreads))) schedule(static)
   for (int64_t r = 0; r < m; ++r)
     leaf.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, nullptr, 0, qp + r * k, sp + r);
 }
 
-// out (M x N fp32) = float(c) * row_scale[:, None] * col_scale[None, :] + bias.
-void int8_dequantize(const py::array& c, const py::array& row_scale, const py::array& col_scale,
-                     const py::object& bias, const py::array& out, int nthreads) {
-  require_dtype<int32_t>(c, "c");
-  require_c_contiguous(c, "c");
-  if (c.ndim() != 2) throw py::value_error("c: expected a 2-D array, got shape " + shape_str(c));
-  const int64_t m = c.shape(0), n = c.shape(1);
-  require_dtype<float>(row_scale, "row_scale");
-  require_c_contiguous(row_scale, "row_scale");
-  require_shape(row_scale, "row_scale", {m});
-  require_dtype<float>(col_scale, "col_scale");
-  require_c_contiguous(col_scale, "col_scale");
-  require_shape(col_scale, "col_scale", {n});
-  const float* bp = optional_vector(bias, "bias", n);
-  require_dtype<float>(out, "out");
-  require_c_contiguous(out, "out");
-  require_writeable(out, "out");
-  require_shape(out, "out", {m, n});
-  const auto* cp = static_cast<const int32_t*>(c.data());
-  const auto* rs = static_cast<const float*>(row_scale.data());
-  const auto* cs = static_cast<const float*>(col_scale.data());
-  auto* op = static_cast<float*>(const_cast<void*>(out.data()));
-  py::gil_scoped_release nogil;
+void int8_dequantize(const int32_t* cp, int64_t m, int64_t n, const float* rs, const float* cs, const float* bp,
+                     float* op, int nthreads) {
 #pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
   for (int64_t r = 0; r < m; ++r)
     for (int64_t j = 0; j < n; ++j) {
@@ -265,31 +159,26 @@ void int8_dequantize(const py::array& c, const py::array& row_scale, const py::a
       op[r * n + j] = bp ? v + bp[j] : v;
     }
 }
-std::atomic<bool> g_amx{true};
-}  // namespace
 
-bool int8_amx_enabled() { return g_amx.load(std::memory_order_relaxed); }
+void int8_set_amx(bool enabled) { g_amx.store(enabled, std::memory_order_relaxed); }
 
-void bind_int8(py::module_& m) {
-  m.def("int8_set_amx", [](bool on) { g_amx.store(on, std::memory_order_relaxed); }, py::arg("enabled"),
-        "Allow (default) or forbid the AMX int8 kernel at the avx512 level; for tests and benchmarks.");
-  m.def("int8_amx_in_use", [](int64_t m) {
-          return m >= kAmxMinRows && simd_level() == Simd::Avx512 && int8_amx_enabled() && amx::available(); },
-        py::arg("m") = kAmxMinRows, "Whether an int8 GEMM of m rows runs on AMX tiles now.");
-  m.attr("INT8_PANEL") = kPanel;
-  m.def("int8_pack", &int8_pack, py::arg("b"), py::arg("packed"), py::arg("comp"), py::arg("nthreads") = 1,
-        "Packs b (K x N int8, any strides) into the GEMM's panel layout (size n_panels * k_groups * 256) and the "
-        "shift compensation comp[n] = 128 * sum_k b[k, n] (size n_panels * 64).");
-  m.def("int8_gemm", &int8_gemm, py::arg("a"), py::arg("packed"), py::arg("comp"), py::arg("n"), py::arg("out"),
-        py::arg("nthreads") = 1, "out (M x N int32) = a (M x K int8) @ b, b packed by int8_pack; exact (int32 wraps).");
-  m.def("int8_linear", &int8_linear, py::arg("x"), py::arg("packed"), py::arg("comp"), py::arg("wscale"),
-        py::arg("bias"), py::arg("out"), py::arg("nthreads") = 1,
-        "out (M x N fp32) = dynamic per-row int8 quantization of x (fp32 or bf16 bits) @ packed int8 weight, "
-        "dequantized by row scale x wscale, + bias (or None).");
-  m.def("int8_quantize_rows", &int8_quantize_rows, py::arg("x"), py::arg("q"), py::arg("scales"),
-        py::arg("nthreads") = 1, "Symmetric per-row int8 quantization: scales = absmax / 127, q = round(x / scale).");
-  m.def("int8_dequantize", &int8_dequantize, py::arg("c"), py::arg("row_scale"), py::arg("col_scale"),
-        py::arg("bias"), py::arg("out"), py::arg("nthreads") = 1,
-        "out (M x N fp32) = c (int32) * row_scale[:, None] * col_scale[None, :] + bias (or None).");
+bool int8_amx_in_use(int64_t m) {
+#if FD_X86
+  return &int8_leaves(m) == &amx::leaves();
+#else
+  (void)m;
+  return false;
+#endif
+}
+
+const Int8Leaves& int8_leaves(int64_t m) {
+#if FD_X86
+  if (simd_level() == Simd::Avx512) {
+    if (m >= kAmxMinRows && g_amx.load(std::memory_order_relaxed) && amx::available()) return amx::leaves();
+    static const bool vnni = __builtin_cpu_supports("avx512vnni");
+    if (!vnni) return leaves<Int8Leaves>(Simd::Avx2);
+  }
+#endif
+  return leaves<Int8Leaves>();
 }
 }  // namespace fd

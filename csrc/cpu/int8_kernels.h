@@ -1,5 +1,5 @@
-// Leaf kernels of the int8 GEMM and of per-row activation quantization. This header is compiled three times
-// (int8_scalar.cpp, int8_avx2.cpp, int8_avx512.cpp), each inside its own namespace and `#pragma GCC target`.
+// Leaf kernels of the int8 GEMM and of per-row activation quantization, compiled once per SIMD tier
+// (int8_scalar.cpp, x86/int8_avx2.cpp, x86/int8_avx512.cpp; see core.h).
 //
 // Microkernels (A: u8 bytes a + 128, rows of stride lda; B: one packed panel of kPanel = 64 columns, see int8_isa.h):
 // * avx512 (VNNI): 6 rows x 64 columns held in 24 zmm accumulators; per group of 4 k, 4 panel loads and 6
@@ -9,12 +9,10 @@
 //   holding two partial sums per column that one vphaddd folds at the end.
 // * scalar: plain loops with uint32 (wrapping) accumulators.
 //
-// Expects, before inclusion: <cmath>, <cstdint>, "common.h", "int8_isa.h"; FD_ISA_NAMESPACE; FD_ISA_LEVEL 0/1/2
-// (with <immintrin.h> included for 1 and 2).
-#include <cstring>
+// Expects, before inclusion: "int8_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
 
 namespace fd {
-namespace FD_ISA_NAMESPACE {
+namespace FD_TIER_NS {
 
 // Tile (mr x kPanel int32 sums, before the shift compensation) -> output through the epilogue.
 static inline void store_tile(const int32_t* tile, int64_t mr, int64_t row0, int64_t col0, int64_t ncols,
@@ -40,18 +38,13 @@ static inline void store_tile(const int32_t* tile, int64_t mr, int64_t row0, int
   }
 }
 
-void store_tile_rows(const int32_t* tile, int64_t mr, int64_t row0, int64_t col0, int64_t ncols,
-                     const Int8Epilogue& e) {
-  store_tile(tile, mr, row0, col0, ncols, e);
-}
-
 static inline int32_t load4(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return v;
 }
 
-#if FD_ISA_LEVEL == 2
+#if FD_TIER == FD_TIER_AVX512
 constexpr int64_t kRows = 6;
 
 template <int MR>
@@ -77,7 +70,7 @@ static inline void kernel(const uint8_t* a, int64_t lda, const int8_t* panel, in
   for (int r = 0; r < MR; ++r)
     for (int i = 0; i < 4; ++i) _mm512_store_si512(tile + r * kPanel + 16 * i, acc[r][i]);
 }
-#elif FD_ISA_LEVEL == 1
+#elif FD_TIER == FD_TIER_AVX2
 constexpr int64_t kRows = 2;
 
 template <int MR>
@@ -124,7 +117,7 @@ static inline void kernel(const uint8_t* a, int64_t lda, const int8_t* panel, in
 }
 #endif
 
-void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
+static void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                 int64_t col0, int64_t ncols, const Int8Epilogue& e) {
   alignas(64) int32_t tile[kRows * kPanel];
   int64_t r = 0;
@@ -132,12 +125,12 @@ void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel
     kernel<kRows>(a + r * lda, lda, panel, kgroups, tile);
     store_tile(tile, kRows, row0 + r, col0, ncols, e);
   }
-#if FD_ISA_LEVEL > 0
+#if FD_TIER != FD_TIER_SCALAR
   const int64_t rem = rows - r;
   if (rem == 0) return;
   const uint8_t* ar = a + r * lda;
 #endif
-#if FD_ISA_LEVEL == 2
+#if FD_TIER == FD_TIER_AVX512
   switch (rem) {
     case 1: kernel<1>(ar, lda, panel, kgroups, tile); break;
     case 2: kernel<2>(ar, lda, panel, kgroups, tile); break;
@@ -146,7 +139,7 @@ void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel
     default: kernel<5>(ar, lda, panel, kgroups, tile); break;
   }
   store_tile(tile, rem, row0 + r, col0, ncols, e);
-#elif FD_ISA_LEVEL == 1
+#elif FD_TIER == FD_TIER_AVX2
   kernel<1>(ar, lda, panel, kgroups, tile);
   store_tile(tile, rem, row0 + r, col0, ncols, e);
 #endif
@@ -162,7 +155,7 @@ static inline float load_float(const void* x, int64_t i) {
   }
 }
 
-#if FD_ISA_LEVEL == 2
+#if FD_TIER == FD_TIER_AVX512
 template <DType D>
 static inline __m512 load16(const void* x, int64_t i, __mmask16 m) {
   if constexpr (D == DType::F32) {
@@ -211,7 +204,7 @@ static void quantize_row(const void* x, int64_t k, uint8_t* ua, int8_t* sa, floa
 }
 #endif
 
-void quantize_rows(const void* x, DType dt, int64_t rows, int64_t k, uint8_t* ua, int64_t lda, int8_t* sa,
+static void quantize_rows(const void* x, DType dt, int64_t rows, int64_t k, uint8_t* ua, int64_t lda, int8_t* sa,
                    float* scales) {
   const int64_t esz = dt == DType::F32 ? 4 : 2;
   for (int64_t r = 0; r < rows; ++r) {
@@ -223,5 +216,11 @@ void quantize_rows(const void* x, DType dt, int64_t rows, int64_t k, uint8_t* ua
   }
 }
 
-}  // namespace FD_ISA_NAMESPACE
+}  // namespace FD_TIER_NS
+
+template <>
+const Int8Leaves& tier_leaves<Int8Leaves, FD_TIER_SIMD>() {
+  static constexpr Int8Leaves t{FD_TIER_NS::gemm_panel, FD_TIER_NS::quantize_rows, FD_TIER_NS::store_tile};
+  return t;
+}
 }  // namespace fd

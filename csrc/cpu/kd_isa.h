@@ -1,7 +1,7 @@
-// The knowledge-distillation loss problem as the per-ISA row kernels see it (defined by kd_kernels.h, compiled once
-// per ISA), and the table that picks one at run time.
+// The knowledge-distillation loss problems as the row kernels see them (defined by kd_kernels.h, compiled once per
+// SIMD tier; see core.h).
 #pragma once
-#include "common.h"
+#include "core.h"
 
 namespace fd {
 enum class Divergence : int { KL = 0, ReverseKL = 1, JSD = 2, None = 3 };
@@ -47,32 +47,10 @@ struct SparseKdProblem {
 
 using SparseKdRowsFn = void (*)(const SparseKdProblem&, int64_t, int64_t);
 
-namespace scalar {
-void kd_rows(const KdProblem&, int64_t, int64_t);
-void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
-}  // namespace scalar
-namespace avx2 {
-void kd_rows(const KdProblem&, int64_t, int64_t);
-void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
-}  // namespace avx2
-namespace avx512 {
-void kd_rows(const KdProblem&, int64_t, int64_t);
-void sparse_kd_rows(const SparseKdProblem&, int64_t, int64_t);
-}  // namespace avx512
+struct KdLeaves {
+  KdRowsFn kd_rows;                // rows [r0, r1) of a KdProblem
+  SparseKdRowsFn sparse_kd_rows;  // rows [r0, r1) of a SparseKdProblem
+};
 
-inline KdRowsFn kd_rows_fn() {
-  switch (simd_level()) {
-    case Simd::Avx512: return avx512::kd_rows;
-    case Simd::Avx2: return avx2::kd_rows;
-    default: return scalar::kd_rows;
-  }
-}
-
-inline SparseKdRowsFn sparse_kd_rows_fn() {
-  switch (simd_level()) {
-    case Simd::Avx512: return avx512::sparse_kd_rows;
-    case Simd::Avx2: return avx2::sparse_kd_rows;
-    default: return scalar::sparse_kd_rows;
-  }
-}
+FD_DECLARE_TIER_LEAVES(KdLeaves)
 }  // namespace fd

@@ -1,6 +1,6 @@
 // Row kernels of the fused knowledge-distillation loss, written once as plain loops with `omp simd` reductions that
-// the compiler vectorizes; compiled three times (kd_scalar.cpp, kd_avx2.cpp, kd_avx512.cpp), each inside its own
-// namespace and `#pragma GCC target`, like the pruning kernels.
+// the compiler vectorizes; compiled once per SIMD tier (kd_scalar.cpp, x86/kd_avx2.cpp, x86/kd_avx512.cpp; see
+// core.h), like the pruning kernels.
 //
 // Per row, with x = student logits, u = teacher logits, tau = temperature, q = softmax(x / tau), p = softmax(u / tau):
 //   pass 1  one read of both rows: online (chunked) max and sum of exp for q, p (and softmax(x) when tau != 1 and a
@@ -11,16 +11,14 @@
 // read L2, not memory. Work happens on chunks of kChunk elements converted to fp32 in L1-resident buffers; no
 // other temporary exists. exp and log are polynomial (Cephes) so the loops vectorize at every ISA level.
 //
-// Expects, before inclusion: <cstdint>, <cstring>, "common.h", "kd_isa.h"; and FD_ISA_NAMESPACE defined.
-#include <cmath>
-#include <type_traits>
+// Expects, before inclusion: "kd_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
 
 // The selects below (`p > 0 ? p * (lp - ls) : 0`, the clamps in fexp) compute both sides; with trapping math on,
 // GCC refuses to if-convert them and the loops stay scalar. Nothing here reads the FP exception flags.
 #pragma GCC optimize("no-trapping-math")
 
 namespace fd {
-namespace FD_ISA_NAMESPACE {
+namespace FD_TIER_NS {
 
 #define FD_INLINE inline __attribute__((always_inline))
 
@@ -729,5 +727,11 @@ void sparse_kd_rows(const SparseKdProblem& P, int64_t r0, int64_t r1) {
 }
 
 #undef FD_INLINE
-}  // namespace FD_ISA_NAMESPACE
+}  // namespace FD_TIER_NS
+
+template <>
+const KdLeaves& tier_leaves<KdLeaves, FD_TIER_SIMD>() {
+  static constexpr KdLeaves t{FD_TIER_NS::kd_rows, FD_TIER_NS::sparse_kd_rows};
+  return t;
+}
 }  // namespace fd

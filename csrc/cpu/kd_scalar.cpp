@@ -1,8 +1,4 @@
-// Knowledge-distillation row kernels for the scalar level (see kd_kernels.h).
-#include <cstdint>
-#include <cstring>
-
-#include "common.h"
-#include "kd_isa.h"
-#define FD_ISA_NAMESPACE scalar
-#include "kd_kernels.h"
+// KD leaf kernels, scalar tier (see kd_kernels.h).
+#include "cpu/kd_isa.h"
+#include "cpu/tier_scalar.h"
+#include "cpu/kd_kernels.h"

@@ -6,11 +6,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
-#include "common.h"
-#include "prune_isa.h"
-#include "prune_plan.h"
+#include "cpu/prune.h"
+#include "cpu/prune_isa.h"
 
 namespace fd {
 namespace {
@@ -18,19 +18,12 @@ namespace {
 constexpr int64_t kMinChunk = 1 << 15;   // below this a range is not worth a thread
 constexpr int64_t kMaxChunk = 1LL << 30;  // keeps per-thread uint32 histogram counts far from overflow
 
-struct Source {
-  char* data;
-  int64_t n;
-  DType dtype;
-  uint8_t* mask;  // may be null
-};
+using Source = PruneArray;
 
 struct Chunk {
   int src;
   int64_t begin, end;
 };
-
-int64_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
 
 std::vector<Chunk> make_chunks(const std::vector<Source>& srcs, int nthreads) {
   std::vector<Chunk> chunks;
@@ -45,7 +38,7 @@ std::vector<Chunk> make_chunks(const std::vector<Source>& srcs, int nthreads) {
 }
 
 const void* chunk_ptr(const std::vector<Source>& srcs, const Chunk& c) {
-  return srcs[c.src].data + c.begin * elem_size(srcs[c.src].dtype);
+  return srcs[c.src].data + c.begin * dtype_size(srcs[c.src].dtype);
 }
 
 // Per-thread histograms over all chunks, summed into 64-bit global counts.
@@ -99,7 +92,7 @@ int64_t count_nans(const std::vector<Source>& srcs, const std::vector<Chunk>& ch
 }
 
 void raise_if_nan(int64_t nans) {
-  if (nans) throw py::value_error(nan_message(static_cast<uint64_t>(nans)));
+  if (nans) throw std::invalid_argument(nan_message(static_cast<uint64_t>(nans)));
 }
 
 // Exact k-th smallest magnitude key over all sources (1 <= k <= total). Raises ValueError on NaN.
@@ -145,7 +138,7 @@ bool select_by_sample(const std::vector<Source>& srcs, const std::vector<Chunk>&
     if (first < s.n) {
       const int64_t count = (s.n - 1 - first) / stride + 1;
       sample.resize(sample.size() + count);
-      leaf.sample_keys(s.data + first * elem_size(s.dtype), stride, count, s.dtype, sample.data() + sample.size() -
+      leaf.sample_keys(s.data + first * dtype_size(s.dtype), stride, count, s.dtype, sample.data() + sample.size() -
                        count);
     }
     offset += s.n;
@@ -198,135 +191,74 @@ Selection select(const std::vector<Source>& srcs, const std::vector<Chunk>& chun
   return select_kth(srcs, chunks, k, nthreads, leaf);
 }
 
-std::vector<Source> parse_sources(const py::list& arrays, const py::object& masks, bool inplace,
-                                  std::vector<py::array>& keep) {
-  std::vector<Source> srcs;
-  const bool with_masks = !masks.is_none();
-  py::list mask_list = with_masks ? masks.cast<py::list>() : py::list();
-  if (with_masks && mask_list.size() != arrays.size())
-    throw py::value_error("masks: expected one mask per array (" + std::to_string(arrays.size()) + "), got " +
-                          std::to_string(mask_list.size()));
-  for (size_t i = 0; i < arrays.size(); ++i) {
-    auto a = py::array::ensure(arrays[i]);
-    if (!a) throw py::type_error("arrays[" + std::to_string(i) + "]: expected a numpy array");
-    const std::string name = "arrays[" + std::to_string(i) + "]";
-    const DType dt = float_dtype_of(a, name.c_str());
-    require_c_contiguous(a, name.c_str());
-    if (inplace) require_writeable(a, name.c_str());
-    Source s{static_cast<char*>(const_cast<void*>(a.data())), static_cast<int64_t>(a.size()), dt, nullptr};
-    keep.push_back(a);
-    if (with_masks) {
-      auto m = py::array::ensure(mask_list[i]);
-      const std::string mname = "masks[" + std::to_string(i) + "]";
-      if (!m || m.itemsize() != 1 || (m.dtype().kind() != 'b' && m.dtype().kind() != 'u'))
-        throw py::type_error(mname + ": expected a bool or uint8 array");
-      require_c_contiguous(m, mname.c_str());
-      require_writeable(m, mname.c_str());
-      if (m.size() != a.size())
-        throw py::value_error(mname + ": expected " + std::to_string(a.size()) + " elements, got " +
-                              std::to_string(m.size()));
-      s.mask = static_cast<uint8_t*>(m.mutable_data());
-      keep.push_back(m);
-    }
-    srcs.push_back(s);
-  }
-  return srcs;
-}
+}  // namespace
 
-// Selects the k smallest magnitudes over all arrays (ties in array order, then index order) and, when masks are
-// given or inplace is set, writes the keep-masks and/or zeroes the pruned elements. Returns (key, less, equal) of
-// the k-th smallest magnitude; key is 0 and less/equal are 0 when k == 0.
-py::tuple magnitude_prune(const py::list& arrays, int64_t k, const py::object& masks, bool inplace, int nthreads) {
-  std::vector<py::array> keep;
-  auto srcs = parse_sources(arrays, masks, inplace, keep);
+Selection magnitude_prune(const std::vector<PruneArray>& srcs, int64_t k, bool write_masks, bool inplace,
+                          int nthreads) {
   int64_t total = 0;
   for (const auto& s : srcs) total += s.n;
   if (k < 0 || k > total)
-    throw py::value_error("k: expected 0 <= k <= " + std::to_string(total) + " (number of elements), got " +
-                          std::to_string(k));
+    throw std::invalid_argument("k: expected 0 <= k <= " + std::to_string(total) + " (number of elements), got " +
+                                std::to_string(k));
   nthreads = clamp_threads(nthreads);
-  const PruneLeaves leaf = prune_leaves();
+  const PruneLeaves& leaf = leaves<PruneLeaves>();
   Selection sel;
-  {
-    py::gil_scoped_release nogil;
-    const auto chunks = make_chunks(srcs, nthreads);
-    if (k == 0 || k == total) {
-      raise_if_nan(count_nans(srcs, chunks, nthreads, leaf));
-      if (k == total && total > 0) sel = select(srcs, chunks, k, total, nthreads, leaf);  // threshold: largest key
-    } else {
-      sel = select(srcs, chunks, k, total, nthreads, leaf);
-    }
-    const MaskPlan plan = plan_mask(k, total, sel);
-    const uint32_t lo = plan.lo;
-    int64_t tie_prune = plan.tie_prune;
-    const bool write = inplace || !masks.is_none();
-    if (write) {
-      const int64_t nchunks = static_cast<int64_t>(chunks.size());
-      std::vector<int64_t> ties(nchunks, 0);
+  const auto chunks = make_chunks(srcs, nthreads);
+  if (k == 0 || k == total) {
+    raise_if_nan(count_nans(srcs, chunks, nthreads, leaf));
+    if (k == total && total > 0) sel = select(srcs, chunks, k, total, nthreads, leaf);  // threshold: largest key
+  } else {
+    sel = select(srcs, chunks, k, total, nthreads, leaf);
+  }
+  const MaskPlan plan = plan_mask(k, total, sel);
+  const uint32_t lo = plan.lo;
+  int64_t tie_prune = plan.tie_prune;
+  if (inplace || write_masks) {
+    const int64_t nchunks = static_cast<int64_t>(chunks.size());
+    std::vector<int64_t> ties(nchunks, 0);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-      for (int64_t c = 0; c < nchunks; ++c) {
-        const Chunk& ch = chunks[c];
-        const Source& s = srcs[ch.src];
-        ties[c] = leaf.write_mask(s.data + ch.begin * elem_size(s.dtype), ch.end - ch.begin, s.dtype, lo,
-                                  s.mask ? s.mask + ch.begin : nullptr, inplace);
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const Chunk& ch = chunks[c];
+      const Source& s = srcs[ch.src];
+      ties[c] = leaf.write_mask(s.data + ch.begin * dtype_size(s.dtype), ch.end - ch.begin, s.dtype, lo,
+                                s.mask ? s.mask + ch.begin : nullptr, inplace);
+    }
+    if (tie_prune > 0) {
+      std::vector<int64_t> take(nchunks, 0);
+      int64_t remaining = tie_prune;
+      for (int64_t c = 0; c < nchunks && remaining > 0; ++c) {
+        take[c] = std::min(ties[c], remaining);
+        remaining -= take[c];
       }
-      if (tie_prune > 0) {
-        std::vector<int64_t> take(nchunks, 0);
-        int64_t remaining = tie_prune;
-        for (int64_t c = 0; c < nchunks && remaining > 0; ++c) {
-          take[c] = std::min(ties[c], remaining);
-          remaining -= take[c];
-        }
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-        for (int64_t c = 0; c < nchunks; ++c)
-          if (take[c] > 0) {
-            const Chunk& ch = chunks[c];
-            const Source& s = srcs[ch.src];
-            leaf.prune_ties(s.data + ch.begin * elem_size(s.dtype), ch.end - ch.begin, s.dtype, lo, take[c],
-                            s.mask ? s.mask + ch.begin : nullptr, inplace);
-          }
-      }
+      for (int64_t c = 0; c < nchunks; ++c)
+        if (take[c] > 0) {
+          const Chunk& ch = chunks[c];
+          const Source& s = srcs[ch.src];
+          leaf.prune_ties(s.data + ch.begin * dtype_size(s.dtype), ch.end - ch.begin, s.dtype, lo, take[c],
+                          s.mask ? s.mask + ch.begin : nullptr, inplace);
+        }
     }
   }
-  return py::make_tuple(sel.key, sel.less, sel.equal);
+  return sel;
 }
 
-// N:M mask of a C-contiguous array viewed as (groups, m): keeps the n largest magnitudes of each row of m.
-void nm_mask(const py::array& x, int64_t n, int64_t m, const py::array& mask, int nthreads) {
-  const DType dt = float_dtype_of(x, "x");
-  require_c_contiguous(x, "x");
-  require_c_contiguous(mask, "mask");
-  require_writeable(mask, "mask");
-  if (m < 1 || m > 64) throw py::value_error("m: expected 1 <= m <= 64, got " + std::to_string(m));
-  if (n < 0 || n > m) throw py::value_error("n: expected 0 <= n <= m, got " + std::to_string(n));
-  if (x.size() % m) throw py::value_error("x: size " + std::to_string(x.size()) + " is not a multiple of m");
-  if (mask.itemsize() != 1 || mask.size() != x.size())
-    throw py::value_error("mask: expected a 1-byte array with as many elements as x");
-  const int64_t groups = x.size() / m;
-  const PruneLeaves leaf = prune_leaves();
-  const void* src = x.data();
-  auto* out = static_cast<uint8_t*>(const_cast<void*>(mask.data()));
-  py::gil_scoped_release nogil;
+void nm_mask(const void* src, DType dt, int64_t size, int64_t n, int64_t m, uint8_t* out, int nthreads) {
+  if (m < 1 || m > 64) throw std::invalid_argument("m: expected 1 <= m <= 64, got " + std::to_string(m));
+  if (n < 0 || n > m) throw std::invalid_argument("n: expected 0 <= n <= m, got " + std::to_string(n));
+  if (size % m) throw std::invalid_argument("x: size " + std::to_string(size) + " is not a multiple of m");
+  const int64_t groups = size / m;
+  const PruneLeaves& leaf = leaves<PruneLeaves>();
+  nthreads = clamp_threads(nthreads);
   const int64_t per = std::max<int64_t>(1, kMinChunk / m);
   const int64_t nblocks = (groups + per - 1) / per;
-  const int64_t esz = elem_size(dt);
-  const std::vector<Source> whole{{static_cast<char*>(const_cast<void*>(src)), x.size(), dt, nullptr}};
-  raise_if_nan(count_nans(whole, make_chunks(whole, clamp_threads(nthreads)), clamp_threads(nthreads), leaf));
-#pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
+  const int64_t esz = dtype_size(dt);
+  const std::vector<Source> whole{{static_cast<char*>(const_cast<void*>(src)), size, dt, nullptr}};
+  raise_if_nan(count_nans(whole, make_chunks(whole, nthreads), nthreads, leaf));
+#pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t g0 = b * per, g1 = std::min(groups, g0 + per);
     leaf.nm_mask(static_cast<const char*>(src) + g0 * m * esz, g1 - g0, m, n, dt, out + g0 * m);
   }
-}
-}  // namespace
-
-void bind_prune(py::module_& m) {
-  m.def("magnitude_prune", &magnitude_prune, py::arg("arrays"), py::arg("k"), py::arg("masks") = py::none(),
-        py::arg("inplace") = false, py::arg("nthreads") = 1,
-        "Exact selection of the k smallest magnitudes over a list of float arrays (float32, float16, or uint16 "
-        "holding bfloat16 bits); writes keep-masks and/or zeroes in place. Returns (key, less, equal) of the k-th "
-        "smallest magnitude's fp32 bit pattern.");
-  m.def("nm_mask", &nm_mask, py::arg("x"), py::arg("n"), py::arg("m"), py::arg("mask"), py::arg("nthreads") = 1,
-        "N:M keep-mask over contiguous groups of m elements (ties keep the lower index).");
 }
 }  // namespace fd

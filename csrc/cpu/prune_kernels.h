@@ -1,16 +1,15 @@
-// Leaf kernels of magnitude pruning, written once as plain loops that the compiler vectorizes. This header is
-// compiled three times (prune_scalar.cpp, prune_avx2.cpp, prune_avx512.cpp), each time inside its own namespace
-// and `#pragma GCC target`, so one binary carries every SIMD level and picks one at run time.
+// Leaf kernels of magnitude pruning, written once as plain loops that the compiler vectorizes (plus AVX-512
+// intrinsics where they pay). Compiled once per SIMD tier (prune_scalar.cpp, x86/prune_avx2.cpp,
+// x86/prune_avx512.cpp; see core.h), so one binary carries every tier and picks one at run time.
 //
 // Elements are compared by their *magnitude key*: the fp32 bit pattern of |x| (sign bit cleared). For non-negative
 // floats the unsigned order of the bit patterns is the numeric order, inf is 0x7f800000 and every NaN is above it.
 // fp16 and bf16 are widened to the fp32 pattern exactly, so tensors of mixed dtypes share one key space.
 //
-// Expects, before inclusion: <cstdint>, <cstring>, "common.h"; FD_ISA_NAMESPACE defined; FD_ISA_AVX512 defined to
-// 1 (with <immintrin.h> included) in the AVX-512 build, else 0.
+// Expects, before inclusion: "prune_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
 
 namespace fd {
-namespace FD_ISA_NAMESPACE {
+namespace FD_TIER_NS {
 
 template <DType D> struct Storage;
 template <> struct Storage<DType::F32> { using type = uint32_t; };
@@ -44,7 +43,7 @@ constexpr int64_t kBlock = 64;  // elements per vectorized block before a (rare)
 // and compress-store the other bins of each group of 16 keys into a small buffer that is then counted (re-pruning a
 // 90%-zero weight: 9.7 -> about 1 ms per 4M elements). The generic versions are plain loops: as fast on fresh
 // weights, slower on mostly-zero ones.
-#if FD_ISA_AVX512
+#if FD_TIER == FD_TIER_AVX512
 template <DType D>
 static inline __m512i load_keys16(const typename Storage<D>::type* p) {
   if constexpr (D == DType::F32) {
@@ -155,7 +154,7 @@ static void sample_keys_t(const void* data, int64_t stride, int64_t count, uint3
 
 // One read pass for the sampled bracket [lo, hi]: counts keys < lo and NaNs, and copies the keys in [lo, hi] to out
 // (capacity cap). Returns how many were copied, or -1 once more than cap would be (the caller falls back).
-#if FD_ISA_AVX512
+#if FD_TIER == FD_TIER_AVX512
 template <DType D>
 static int64_t collect_t(const void* data, int64_t n, uint32_t lo, uint32_t hi, uint32_t* out, int64_t cap,
                          int64_t* below, int64_t* nans) {
@@ -264,7 +263,7 @@ static void prune_ties_t(void* data, int64_t n, uint32_t key, int64_t count, uin
 
 // N:M mask for `groups` contiguous groups of m elements: keep the n largest magnitudes of each group; among equal
 // magnitudes the lower index is kept. O(m^2) per group, meant for m <= 64.
-#if FD_ISA_AVX512
+#if FD_TIER == FD_TIER_AVX512
 // m == 4 (2:4 and friends), four groups per vector: element j's rank counts the group members that beat it, found
 // over the three in-group rotations i = (j + r) mod 4; i < j (the tie rule) holds exactly when j + r >= 4.
 template <DType D>
@@ -296,7 +295,7 @@ template <DType D>
 static void nm_mask_t(const void* data, int64_t groups, int64_t m, int64_t n, uint8_t* mask) {
   const auto* p = static_cast<const typename Storage<D>::type*>(data);
   int64_t g = 0;
-#if FD_ISA_AVX512
+#if FD_TIER == FD_TIER_AVX512
   if (m == 4) g = nm4_avx512<D>(p, groups, n, mask);
 #endif
   uint32_t keys[64];
@@ -353,5 +352,12 @@ void nm_mask(const void* data, int64_t groups, int64_t m, int64_t n, DType dt, u
 }
 #undef FD_DTYPE_SWITCH
 
-}  // namespace FD_ISA_NAMESPACE
+}  // namespace FD_TIER_NS
+
+template <>
+const PruneLeaves& tier_leaves<PruneLeaves, FD_TIER_SIMD>() {
+  using namespace FD_TIER_NS;
+  static constexpr PruneLeaves t{hist_hi, hist_lo, count_nan, write_mask, prune_ties, nm_mask, sample_keys, collect};
+  return t;
+}
 }  // namespace fd

@@ -1,10 +1,4 @@
-// Pruning leaf kernels for the scalar level (see prune_kernels.h).
-#include <cstdint>
-#include <cstring>
-
-#include "common.h"
-#include "prune_isa.h"
-
-#define FD_ISA_AVX512 0
-#define FD_ISA_NAMESPACE scalar
-#include "prune_kernels.h"
+// Prune leaf kernels, scalar tier (see prune_kernels.h).
+#include "cpu/prune_isa.h"
+#include "cpu/tier_scalar.h"
+#include "cpu/prune_kernels.h"

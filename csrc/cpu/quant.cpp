@@ -6,12 +6,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "common.h"
-#include "huge_pages.h"
-#include "quant_isa.h"
+#include "cpu/huge_pages.h"
+#include "cpu/quant.h"
+#include "cpu/quant_isa.h"
 
 namespace fd {
 namespace {
@@ -64,43 +65,22 @@ int64_t count_nonfinite(const float* x, int64_t n) {
   return bad;
 }
 
-void check_rows(const py::array& codes, const py::array& scale, const py::array& zp, int64_t rows,
-                int64_t row_bytes, int bits) {
+}  // namespace
+
+void check_quant_bits(int bits) {
   if (bits != 8 && bits != 4 && bits != 2)
-    throw py::value_error("bits: the native kernels handle 8, 4 or 2 bits, got " + std::to_string(bits));
-  if (codes.itemsize() != 1 || (codes.dtype().kind() != 'i' && codes.dtype().kind() != 'u'))
-    throw py::type_error("codes: expected an int8 or uint8 array, got " + std::string(py::str(codes.dtype())));
-  require_dtype<float>(scale, "scale");
-  require_dtype<int32_t>(zp, "zero_point");
-  for (auto* a : {&codes, &scale, &zp}) require_c_contiguous(*a, a == &codes ? "codes" : a == &scale ? "scale"
-                                                                                                     : "zero_point");
-  if (codes.ndim() != 2 || codes.shape(0) != rows || codes.shape(1) != row_bytes)
-    throw py::value_error("codes: expected shape (" + std::to_string(rows) + ", " + std::to_string(row_bytes) + ")");
-  if (scale.ndim() != 1 || scale.shape(0) != rows || zp.ndim() != 1 || zp.shape(0) != rows)
-    throw py::value_error("scale, zero_point: expected shape (" + std::to_string(rows) + ",)");
+    throw std::invalid_argument("bits: the native kernels handle 8, 4 or 2 bits, got " + std::to_string(bits));
 }
 
-int64_t bytes_per_row(int64_t length, int bits) { return (length * bits + 7) / 8; }
-
-// Fills codes (rows, row_bytes), scale (rows,), zero_point (rows,) for x (rows, length) float32.
-void quantize_rows(const py::array& x, int bits, bool sym, const py::array& codes, const py::array& scale,
-                   const py::array& zp, int nthreads) {
-  require_dtype<float>(x, "x");
-  require_c_contiguous(x, "x");
-  if (x.ndim() != 2) throw py::value_error("x: expected a 2-D array (rows, length)");
-  const int64_t rows = x.shape(0), length = x.shape(1), rb = bytes_per_row(length, bits);
-  check_rows(codes, scale, zp, rows, rb, bits);
-  for (auto* a : {&codes, &scale, &zp}) require_writeable(*a, "codes, scale and zero_point");
-  const auto* src = static_cast<const float*>(x.data());
-  auto* out = static_cast<uint8_t*>(const_cast<void*>(codes.data()));
-  auto* sc = static_cast<float*>(const_cast<void*>(scale.data()));
-  auto* z = static_cast<int32_t*>(const_cast<void*>(zp.data()));
+void quantize_rows(const float* src, int64_t rows, int64_t length, int bits, bool sym, uint8_t* out, float* sc,
+                   int32_t* z, int nthreads) {
+  check_quant_bits(bits);
+  const int64_t rb = quant_row_bytes(length, bits);
   advise_huge_pages(out, rows * rb);
   nthreads = threads_for(rows * length, nthreads);
-  const QuantLeaves leaf = quant_leaves();
+  const QuantLeaves& leaf = leaves<QuantLeaves>();
   int64_t bad = 0, overflow = 0;  // rows with NaN/inf; asymmetric rows whose max - min overflows
   {
-    py::gil_scoped_release nogil;
     const Pieces p = split_rows(rows, length, nthreads);
     const int64_t grain = dynamic_grain(rows * p.per_row, nthreads);
     if (p.per_row == 1) {
@@ -150,28 +130,18 @@ void quantize_rows(const py::array& x, int bits, bool sym, const py::array& code
     if (bad) bad = count_nonfinite(src, rows * length);
   }
   if (bad)
-    throw py::value_error("x contains " + std::to_string(bad) +
+    throw std::invalid_argument("x contains " + std::to_string(bad) +
                           " NaN or infinite value(s); quantization needs finite values");
-  if (overflow) throw py::value_error("x: the asymmetric range max - min overflows float32; rescale x first");
+  if (overflow) throw std::invalid_argument("x: the asymmetric range max - min overflows float32; rescale x first");
 }
 
-// out (rows, length) float32 = (code - zero_point) * scale.
-void dequantize_rows(const py::array& codes, const py::array& scale, const py::array& zp, int bits, bool sym,
-                     const py::array& out, int nthreads) {
-  require_dtype<float>(out, "out");
-  require_c_contiguous(out, "out");
-  require_writeable(out, "out");
-  if (out.ndim() != 2) throw py::value_error("out: expected a 2-D array (rows, length)");
-  const int64_t rows = out.shape(0), length = out.shape(1), rb = bytes_per_row(length, bits);
-  check_rows(codes, scale, zp, rows, rb, bits);
-  const auto* in = static_cast<const uint8_t*>(codes.data());
-  const auto* sc = static_cast<const float*>(scale.data());
-  const auto* z = static_cast<const int32_t*>(zp.data());
-  auto* dst = static_cast<float*>(const_cast<void*>(out.data()));
+void dequantize_rows(const uint8_t* in, const float* sc, const int32_t* z, int64_t rows, int64_t length, int bits,
+                     bool sym, float* dst, int nthreads) {
+  check_quant_bits(bits);
+  const int64_t rb = quant_row_bytes(length, bits);
   advise_huge_pages(dst, rows * length * static_cast<int64_t>(sizeof(float)));
   nthreads = threads_for(rows * length, nthreads);
-  const QuantLeaves leaf = quant_leaves();
-  py::gil_scoped_release nogil;
+  const QuantLeaves& leaf = leaves<QuantLeaves>();
   const Pieces p = split_rows(rows, length, nthreads);
   const int64_t tasks = rows * p.per_row, grain = dynamic_grain(tasks, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, grain)
@@ -180,16 +150,5 @@ void dequantize_rows(const py::array& codes, const py::array& scale, const py::a
     leaf.dequantize(in + r * rb + begin * bits / 8, std::min(p.len, length - begin), sc[r], z[r], bits, sym,
                     dst + r * length + begin);
   }
-}
-}  // namespace
-
-void bind_quant(py::module_& m) {
-  m.def("quantize_rows", &quantize_rows, py::arg("x"), py::arg("bits"), py::arg("symmetric"), py::arg("codes"),
-        py::arg("scale"), py::arg("zero_point"), py::arg("nthreads") = 1,
-        "Per-row absmax (symmetric) or min/max (asymmetric) quantization of a 2-D float32 array to 8/4/2-bit "
-        "codes, packed per byte below 8 bits; fills codes, scale and zero_point.");
-  m.def("dequantize_rows", &dequantize_rows, py::arg("codes"), py::arg("scale"), py::arg("zero_point"),
-        py::arg("bits"), py::arg("symmetric"), py::arg("out"), py::arg("nthreads") = 1,
-        "out = (code - zero_point) * scale per row (inverse of quantize_rows).");
 }
 }  // namespace fd

@@ -1,7 +1,6 @@
-// Declarations of the per-ISA leaf kernels of quantization (defined by quant_kernels.h, compiled once per ISA) and
-// the table that selects one set at run time.
+// The leaf kernels of linear quantization (defined by quant_kernels.h, compiled once per SIMD tier; see core.h).
 #pragma once
-#include "common.h"
+#include "core.h"
 
 namespace fd {
 // One row (or a byte-aligned piece of one) of linear quantization. `sym`: symmetric codes in [-qmax, qmax];
@@ -15,23 +14,5 @@ struct QuantLeaves {
   void (*dequantize)(const uint8_t* in, int64_t n, float scale, int32_t zp, int bits, bool sym, float* out);
 };
 
-#define FD_DECLARE_QUANT_LEAVES(NS)                                                       \
-  namespace NS {                                                                          \
-  int64_t reduce(const float*, int64_t, bool, float*, float*);                            \
-  void quantize(const float*, int64_t, float, int32_t, int, bool, uint8_t*);              \
-  void dequantize(const uint8_t*, int64_t, float, int32_t, int, bool, float*);            \
-  inline QuantLeaves quant_leaves() { return {reduce, quantize, dequantize}; }            \
-  }
-FD_DECLARE_QUANT_LEAVES(scalar)
-FD_DECLARE_QUANT_LEAVES(avx2)
-FD_DECLARE_QUANT_LEAVES(avx512)
-#undef FD_DECLARE_QUANT_LEAVES
-
-inline QuantLeaves quant_leaves() {
-  switch (simd_level()) {
-    case Simd::Avx512: return avx512::quant_leaves();
-    case Simd::Avx2: return avx2::quant_leaves();
-    default: return scalar::quant_leaves();
-  }
-}
+FD_DECLARE_TIER_LEAVES(QuantLeaves)
 }  // namespace fd

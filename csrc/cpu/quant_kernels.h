@@ -1,6 +1,6 @@
-// Leaf kernels of linear quantization, written once as plain loops that the compiler vectorizes. Compiled three
-// times (quant_scalar.cpp, quant_avx2.cpp, quant_avx512.cpp), each inside its own namespace and
-// `#pragma GCC target`, so one binary carries every SIMD level and picks one at run time.
+// Leaf kernels of linear quantization, written once as plain loops that the compiler vectorizes. Compiled once per
+// SIMD tier (quant_scalar.cpp, x86/quant_avx2.cpp, x86/quant_avx512.cpp; see core.h), so one binary carries every
+// tier and picks one at run time.
 //
 // Codes must equal the pure-torch reference bit for bit, so the arithmetic is the reference's: the true fp32
 // quotient x / scale (no reciprocal), clamped to the integer code range, then rounded half-to-even. Clamping before
@@ -10,10 +10,10 @@
 // (A reciprocal multiply with an exact fix-up of near-tie tiles was measured: 20% slower. The fused loop is bound by
 // memory and the narrowing stores, not by the divide.)
 //
-// Expects, before inclusion: <cstdint>, "common.h"; and FD_ISA_NAMESPACE defined.
+// Expects, before inclusion: "quant_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
 
 namespace fd {
-namespace FD_ISA_NAMESPACE {
+namespace FD_TIER_NS {
 
 constexpr int64_t kBlock = 256;          // elements per block of unpacked fields
 constexpr float kRound = 12582912.0f;    // 1.5 * 2^23
@@ -147,5 +147,11 @@ void dequantize(const uint8_t* in, int64_t n, float scale, int32_t zp, int bits,
   }
 }
 
-}  // namespace FD_ISA_NAMESPACE
+}  // namespace FD_TIER_NS
+
+template <>
+const QuantLeaves& tier_leaves<QuantLeaves, FD_TIER_SIMD>() {
+  static constexpr QuantLeaves t{FD_TIER_NS::reduce, FD_TIER_NS::quantize, FD_TIER_NS::dequantize};
+  return t;
+}
 }  // namespace fd

@@ -1,8 +1,4 @@
-// Quantization leaf kernels for the scalar level (see quant_kernels.h).
-#include <cstdint>
-
-#include "common.h"
-#include "quant_isa.h"
-
-#define FD_ISA_NAMESPACE scalar
-#include "quant_kernels.h"
+// Quant leaf kernels, scalar tier (see quant_kernels.h).
+#include "cpu/quant_isa.h"
+#include "cpu/tier_scalar.h"
+#include "cpu/quant_kernels.h"

@@ -1,9 +1,9 @@
-// Declarations of the per-ISA leaf kernels of sparse (CSR) matmul (defined by sparse_kernels.h, compiled once per
-// ISA) and the table that selects one set at run time.
+// The leaf kernels of sparse (CSR) matmul (defined by sparse_kernels.h, compiled once per SIMD tier; see core.h)
+// and the CSR matrix they read.
 #pragma once
 #include <type_traits>
 
-#include "common.h"
+#include "core.h"
 
 namespace fd {
 // Stored value types: fp32, bf16 bits, or int8 codes with one fp32 scale per row (W[n, c] = scale[n] * code).
@@ -15,7 +15,7 @@ struct Csr {
   const void* indices;
   const void* values;
   const float* scale;  // rows entries when vals == Val::I8, else nullptr
-  int64_t rows, cols;
+  int64_t rows, cols, nnz;  // nnz: number of stored values (indptr[rows] must equal it)
   bool idx16;
   Val vals;
 };
@@ -41,20 +41,5 @@ struct SparseLeaves {
 // sparsity, M = 256, one thread, 4 registers took 21 ms and 8 registers (a 2 MiB tile) 25-30 ms.
 constexpr int kMaxVectors = 4;
 
-#define FD_DECLARE_SPARSE_LEAVES(NS)                                                                            \
-  namespace NS {                                                                                                \
-  extern const SparseLeaves sparse_leaves;                                                                      \
-  }
-FD_DECLARE_SPARSE_LEAVES(scalar)
-FD_DECLARE_SPARSE_LEAVES(avx2)
-FD_DECLARE_SPARSE_LEAVES(avx512)
-#undef FD_DECLARE_SPARSE_LEAVES
-
-inline const SparseLeaves& sparse_leaves() {
-  switch (simd_level()) {
-    case Simd::Avx512: return avx512::sparse_leaves;
-    case Simd::Avx2: return avx2::sparse_leaves;
-    default: return scalar::sparse_leaves;
-  }
-}
+FD_DECLARE_TIER_LEAVES(SparseLeaves)
 }  // namespace fd

@@ -1,6 +1,6 @@
 // Leaf kernels of CSR sparse matmul, written once over a tiny vector abstraction (VF: one register of `kLanes`
-// floats). This header is compiled three times (sparse_scalar.cpp, sparse_avx2.cpp, sparse_avx512.cpp), each time
-// inside its own namespace and `#pragma GCC target`, so one binary carries every SIMD level.
+// floats). Compiled once per SIMD tier (sparse_scalar.cpp, x86/sparse_avx2.cpp, x86/sparse_avx512.cpp; see core.h),
+// so one binary carries every tier.
 //
 // Two shapes of work, both row-parallel over output features (each thread owns whole rows: no atomics):
 // * gather_rows (small batch): per output row, a dot product of the row's nonzeros with x gathered at their column
@@ -15,13 +15,12 @@
 // Column indices are clamped to cols - 1 (one min per index or vector of indices) so a corrupt index can never
 // read outside x; the leaves report whether any index was out of range and the caller raises.
 //
-// Expects, before inclusion: <cstdint>, <cstring>, <algorithm>, "common.h", "sparse_isa.h"; FD_ISA_NAMESPACE;
-// FD_ISA_AVX512 / FD_ISA_AVX2 defined to 0 or 1 (with <immintrin.h> included when either is 1).
+// Expects, before inclusion: "sparse_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
 
 namespace fd {
-namespace FD_ISA_NAMESPACE {
+namespace FD_TIER_NS {
 
-#if FD_ISA_AVX512
+#if FD_TIER == FD_TIER_AVX512
 using VF = __m512;
 constexpr int kLanes = 16;
 static inline VF vzero() { return _mm512_setzero_ps(); }
@@ -29,7 +28,7 @@ static inline VF vset1(float a) { return _mm512_set1_ps(a); }
 static inline VF vload(const float* p) { return _mm512_loadu_ps(p); }
 static inline void vstore(float* p, VF v) { _mm512_storeu_ps(p, v); }
 static inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
-#elif FD_ISA_AVX2
+#elif FD_TIER == FD_TIER_AVX2
 using VF = __m256;
 constexpr int kLanes = 8;
 static inline VF vzero() { return _mm256_setzero_ps(); }
@@ -72,7 +71,7 @@ static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int
                                uint32_t last, uint32_t* maxc) {
   int64_t j = b;
   float sum = 0.0f;
-#if FD_ISA_AVX512
+#if FD_TIER == FD_TIER_AVX512
   const __m512i lastv = _mm512_set1_epi32(static_cast<int>(last));
   __m512i maxv = _mm512_setzero_si512();
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -105,7 +104,7 @@ static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int
   }
   *maxc = std::max(*maxc, static_cast<uint32_t>(_mm512_reduce_max_epu32(maxv)));
   sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-#elif FD_ISA_AVX2
+#elif FD_TIER == FD_TIER_AVX2
   const __m256i lastv = _mm256_set1_epi32(static_cast<int>(last));
   __m256i maxv = _mm256_setzero_si256();
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -252,7 +251,11 @@ static bool tile_rows(const Csr& w, const float* xp, int nv, int64_t mcount, con
   }
 }
 
-const SparseLeaves sparse_leaves{kLanes, gather_rows, tile_rows};
+}  // namespace FD_TIER_NS
 
-}  // namespace FD_ISA_NAMESPACE
+template <>
+const SparseLeaves& tier_leaves<SparseLeaves, FD_TIER_SIMD>() {
+  static constexpr SparseLeaves t{FD_TIER_NS::kLanes, FD_TIER_NS::gather_rows, FD_TIER_NS::tile_rows};
+  return t;
+}
 }  // namespace fd

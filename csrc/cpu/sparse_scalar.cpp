@@ -1,12 +1,4 @@
-// Sparse matmul leaf kernels for the scalar level (see sparse_kernels.h).
-#include <algorithm>
-#include <cstdint>
-#include <cstring>
-
-#include "common.h"
-#include "sparse_isa.h"
-
-#define FD_ISA_AVX512 0
-#define FD_ISA_AVX2 0
-#define FD_ISA_NAMESPACE scalar
-#include "sparse_kernels.h"
+// Sparse matmul leaf kernels, scalar tier (see sparse_kernels.h).
+#include "cpu/sparse_isa.h"
+#include "cpu/tier_scalar.h"
+#include "cpu/sparse_kernels.h"

@@ -9,8 +9,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "common.h"
-#include "int8_isa.h"
+#include "cpu/int8_isa.h"
 #pragma GCC target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
 #include <immintrin.h>
 
@@ -50,9 +49,10 @@ bool available() {
   return ok;
 }
 
-void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
+static void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                 int64_t col0, int64_t ncols, const Int8Epilogue& e) {
   static const TileConfig config = make_config();
+  static const auto store_tile = tier_leaves<Int8Leaves, Simd::Avx512>().store_tile;
   _tile_loadconfig(&config);
   alignas(64) int32_t tile[kTileRows * kPanel];
   const int64_t ktiles = kgroups / 16;
@@ -82,9 +82,15 @@ void gemm_panel(const uint8_t* a, int64_t lda, int64_t rows, const int8_t* panel
       _tile_stored(3, t + 16 * kPanel + 16, kPanel * 4);
     }
     const int64_t mr = rows - r < kTileRows ? rows - r : kTileRows;
-    avx512::store_tile_rows(tile, mr, row0 + r, col0, ncols, e);
+    store_tile(tile, mr, row0 + r, col0, ncols, e);
   }
   _tile_release();
+}
+
+const Int8Leaves& leaves() {
+  static const Int8Leaves t{gemm_panel, tier_leaves<Int8Leaves, Simd::Avx512>().quantize_rows,
+                            tier_leaves<Int8Leaves, Simd::Avx512>().store_tile};
+  return t;
 }
 }  // namespace amx
 }  // namespace fd
