@@ -21,6 +21,7 @@ from .pruning import (
     nm_mask,
     prune_,
     random_mask,
+    wanda_mask,
 )
 from .quantization import QuantizedTensor, dequantize, fake_quantize, quantize
 from .sparse import SparseWeight, sparse_linear, spmm
@@ -62,4 +63,5 @@ __all__ = [
     "SparseWeight",
     "spmm",
     "use_backend",
+    "wanda_mask",
 ]

@@ -434,3 +434,20 @@ def int4_linear(x: Tensor, codes: Tensor, scale: Tensor, packed: Tensor, bias: O
 def _(x: Tensor, codes: Tensor, scale: Tensor, packed: Tensor, bias: Optional[Tensor], group_size: int,
       act_int8: bool) -> Tensor:
     return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Activation-aware pruning (Wanda)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@_op("wanda_mask")
+def wanda_mask(w: Tensor, norms: Tensor, k: int) -> Tensor:
+    """Keep-mask (bool, w's shape) pruning in each row of the 2-D ``w`` the ``k`` lowest scores
+    ``|w[i, j]| * norms[j]`` (fp32 product; ties: lower column first)."""
+    return dispatch("wanda_mask", w.contiguous(), norms.contiguous(), k)
+
+
+@wanda_mask.register_fake
+def _(w: Tensor, norms: Tensor, k: int) -> Tensor:
+    return torch.empty_like(w, dtype=torch.bool, memory_format=torch.contiguous_format)
