@@ -8,8 +8,8 @@ multiply:
 * ``activations="int8"`` (W4A8): each row of ``x`` quantized to int8 on the fly (``scale = absmax / 127``, as
   :func:`fastdistill.int8_linear`); per group an exact int32 dot product of the int8 row with the int4 codes,
   ``y = sum_g float(dot_g) * wscale[n, g] * xscale[m] + bias``: integer throughput at large batch.
-* ``activations="auto"``: int8 from ``prepared.a8_min_rows`` rows on, the crossover the native backend measured on
-  this CPU once per process (the float path everywhere else: the reference has no fast integer product).
+* ``activations="auto"``: int8 from :func:`a8_min_rows` rows on, the crossover the native backend measured on this
+  CPU once per process and SIMD tier (the float path everywhere else: the reference has no fast integer product).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import _ops
 from ._convert import ArrayLike, check_float, like_input, to_tensor
-from ._dispatch import backend_kernel
+from ._dispatch import backend_kernel, get_backend
 from .quantization import QuantizedTensor
 
 ACTIVATIONS = ("auto", "int8", "float")
@@ -31,15 +31,13 @@ class PackedInt4Weight:
     """An int4 Linear weight (N x K) ready for :func:`int4_linear`; see :func:`prepack_int4_weight`.
 
     ``codes``: (N, K / 2) uint8, two codes per byte (``code + 8``, the lower input channel in the low nibble);
-    ``scale``: (N, K / group_size) fp32; ``packed``: the native kernel's layout (empty where it is not built);
-    ``a8_min_rows``: from how many rows ``activations="auto"`` takes the int8 path.
+    ``scale``: (N, K / group_size) fp32; ``packed``: the native kernel's layout (empty where it is not built).
     """
 
-    __slots__ = ("codes", "scale", "group_size", "packed", "a8_min_rows")
+    __slots__ = ("codes", "scale", "group_size", "packed")
 
-    def __init__(self, codes: Tensor, scale: Tensor, group_size: int, packed: Tensor, a8_min_rows: int):
+    def __init__(self, codes: Tensor, scale: Tensor, group_size: int, packed: Tensor):
         self.codes, self.scale, self.group_size, self.packed = codes, scale, group_size, packed
-        self.a8_min_rows = a8_min_rows
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -48,7 +46,7 @@ class PackedInt4Weight:
 
     def __repr__(self) -> str:
         k, n = self.shape
-        return f"PackedInt4Weight(K={k}, N={n}, group_size={self.group_size}, a8_min_rows={self.a8_min_rows})"
+        return f"PackedInt4Weight(K={k}, N={n}, group_size={self.group_size})"
 
 
 def check_int4_parts(codes: Tensor, scale: Tensor, group_size: int) -> None:
@@ -79,9 +77,10 @@ def weight_parts(q: QuantizedTensor) -> Tuple[Tensor, Tensor, int]:
 
 
 def a8_min_rows() -> int:
-    """From how many rows int8 activations beat float activations on this CPU (the native backend's one-time
-    measurement; without it, never: the reference has no fast integer product)."""
-    threshold = backend_kernel("int4_a8_min_rows", "native")
+    """From how many rows ``activations="auto"`` takes int8 activations: the native backend's crossover on this CPU
+    (measured once per process and SIMD tier), or never where the native backend does not run the op (the
+    reference has no fast integer product)."""
+    threshold = backend_kernel("int4_a8_min_rows", "native") if get_backend() in ("auto", "native") else None
     return threshold() if threshold is not None else 1 << 62
 
 
@@ -106,7 +105,7 @@ def pack_parts(codes: Tensor, scale: Tensor, group_size: int) -> PackedInt4Weigh
     check_int4_parts(codes, scale, group_size)
     pack = backend_kernel("int4_pack", "native") if codes.device.type == "cpu" else None
     packed = pack(codes, scale, group_size) if pack is not None else codes.new_empty(0)
-    return PackedInt4Weight(codes, scale, group_size, packed, a8_min_rows() if pack is not None else 1 << 62)
+    return PackedInt4Weight(codes, scale, group_size, packed)
 
 
 def int4_linear(x: ArrayLike, qweight: PackedInt4Weight, bias: Optional[ArrayLike] = None, *,
@@ -145,7 +144,7 @@ def linear_checked(x: Tensor, qweight: PackedInt4Weight, bias: Optional[Tensor],
     x2 = x.detach() if flat else x.detach().reshape(math.prod(x.shape[:-1]), x.shape[-1])
     if x2.dtype not in (torch.float32, torch.bfloat16):
         x2 = x2.float()
-    a8 = activations == "int8" or (activations == "auto" and x2.shape[0] >= qweight.a8_min_rows)
+    a8 = activations == "int8" or (activations == "auto" and x2.shape[0] >= a8_min_rows())
     out = _ops.call("int4_linear", x2.contiguous(), qweight.codes, qweight.scale, qweight.packed, bias,
                     qweight.group_size, a8)
     return out if flat else out.reshape(*x.shape[:-1], out.shape[1])

@@ -9,6 +9,8 @@ void bind_quant(py::module_& m);
 void bind_kd(py::module_& m);
 void bind_sparse(py::module_& m);
 void bind_int8(py::module_& m);
+void bind_int4(py::module_& m);
+void bind_wanda(py::module_& m);
 
 namespace {
 void bind_simd(py::module_& m) {
@@ -40,4 +42,6 @@ PYBIND11_MODULE(_C, m) {
   fd::bind_kd(m);
   fd::bind_sparse(m);
   fd::bind_int8(m);
+  fd::bind_int4(m);
+  fd::bind_wanda(m);
 }
