@@ -100,7 +100,7 @@ def run(names: Optional[List[str]] = None, quick: bool = False) -> Iterator[Row]
 
 
 def _load_suites() -> None:
-    from .benchmarks import int8, kd, prune, quant, sparse  # noqa: F401  (registers their suites)
+    from .benchmarks import compress, int8, kd, prune, quant, sparse  # noqa: F401  (registers their suites)
 
 
 def markdown(rows: List[Row]) -> str:

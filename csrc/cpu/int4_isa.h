@@ -1,6 +1,8 @@
 // int4 linear leaves: the table of per-tier kernels (defined by int4_kernels.h, compiled once per SIMD tier; see
 // core.h). A leaf multiplies a block of rows by one packed panel (int4.h) and stores the finished outputs.
 #pragma once
+#include <vector>
+
 #include "cpu/int4.h"
 
 namespace fd {

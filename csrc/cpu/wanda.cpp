@@ -23,8 +23,8 @@ void wanda_mask(const void* w, DType dt, int64_t rows, int64_t cols, const float
   const int threads = rows * cols >= (1 << 16) ? clamp_threads(nthreads) : 1;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<uint32_t> keys(static_cast<size_t>(cols)), hist(static_cast<size_t>(kWandaBins));
-    std::vector<uint64_t> cand(static_cast<size_t>(cols));
+    std::vector<uint32_t> keys(static_cast<size_t>(cols)), hist(static_cast<size_t>(4 * kWandaBins));
+    std::vector<uint64_t> cand(static_cast<size_t>(cols + 16));  // + 16: the vector pass stores whole vectors
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
       if (!leaf.row(static_cast<const char*>(w) + r * cols * esz, dt, norms, cols, k, keys.data(), hist.data(),

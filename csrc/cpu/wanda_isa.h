@@ -3,7 +3,7 @@
 #include "cpu/wanda.h"
 
 namespace fd {
-// Per-row scratch of wanda_row: keys (cols uint32), hist (kWandaBins uint32), cand (cols uint64).
+// Per-row scratch of the leaf: keys (cols uint32), hist (4 * kWandaBins uint32), cand (cols + 16 uint64).
 constexpr int64_t kWandaBins = 2048;  // histogram bins: key >> 20 (the score's exponent and 3 mantissa bits)
 
 struct WandaLeaves {

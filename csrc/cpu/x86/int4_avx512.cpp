@@ -3,4 +3,6 @@
 #include "cpu/int4_isa.h"
 #include "cpu/x86/tier_avx512.h"
 #pragma GCC target("avx512vnni")
+// GCC 12 warns spuriously inside its own AVX-512 headers (unpack/permute intrinsics with undefined passthrough).
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include "cpu/int4_kernels.h"
