@@ -43,7 +43,7 @@ def main() -> None:
     st, bert, tokenize = load()
     sentences = corpus()
     train = [tokenize(sentences[i:i + 32]) for i in range(0, len(sentences) - 512, 32)]
-    held = [tokenize(sentences[-512 + i:-512 + i + 64]) for i in range(0, 512, 64)]
+    held = [tokenize(sentences[-512:][i:i + 64]) for i in range(0, 512, 64)]
     example = train[0]
 
     ffn = copy.deepcopy(bert)

@@ -32,7 +32,7 @@ def main() -> None:
     st, bert, tokenize = load()
     sentences = corpus()
     calib = [tokenize(sentences[i:i + 32]) for i in range(0, 256, 32)]
-    held = [tokenize(sentences[-512 + i:-512 + i + 64]) for i in range(0, 512, 64)]
+    held = [tokenize(sentences[-512:][i:i + 64]) for i in range(0, 512, 64)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dynamic = torch.ao.quantization.quantize_dynamic(copy.deepcopy(bert), {nn.Linear}, dtype=torch.qint8)
@@ -40,8 +40,11 @@ def main() -> None:
         "fp32": bert,
         "quantize_dynamic (int8)": dynamic,
         "fastdistill int8": fd.compress.quantize(bert, include=[nn.Linear, nn.Embedding]),
-        "fastdistill int4 g128 (nearest, mse scales)": fd.compress.quantize(
-            bert, bits=4, group_size=128, scale_method="mse", include=[nn.Linear]),
+        "fastdistill int4 g128 (nearest, absmax scales)": fd.compress.quantize(bert, bits=4, group_size=128),
+        "fastdistill int4 g128 (nearest, mse scales)": fd.compress.quantize(bert, bits=4, group_size=128,
+                                                                           scale_method="mse"),
+        "fastdistill int4 g128 (nearest, fisher scales)": fd.compress.quantize(
+            bert, bits=4, group_size=128, scale_method="fisher", calibration=calib),
         "fastdistill int4 g128 (GPTQ)": fd.compress.quantize(bert, bits=4, group_size=128, scale_method="mse",
                                                              rounding="gptq", calibration=calib),
     }

@@ -143,6 +143,20 @@ def _(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tupl
     return codes, x.new_empty((rows,), dtype=torch.float32), x.new_empty((rows,), dtype=torch.int32)
 
 
+@_op("quantize_weighted")
+def quantize_weighted(x: Tensor, weight: Tensor, bits: int, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`quantize` with the ``"fisher"`` scale method: each row's clip ratio minimises the squared
+    reconstruction error weighted by ``weight`` (x's shape, non-negative)."""
+    return dispatch("quantize_weighted", x.contiguous(), weight.contiguous(), bits, scheme)
+
+
+@quantize_weighted.register_fake
+def _(x: Tensor, weight: Tensor, bits: int, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    rows, length = x.shape
+    codes = x.new_empty((rows, row_bytes(length, bits)), dtype=code_dtype(bits, scheme))
+    return codes, x.new_empty((rows,), dtype=torch.float32), x.new_empty((rows,), dtype=torch.int32)
+
+
 @_op("dequantize")
 def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     """(rows, length) float32 values of the codes made by :func:`quantize`."""

@@ -209,15 +209,17 @@ def test_taylor_criterion(gen):
         model[2].weight[:, :4] = 0  # neurons 0..3 do not reach the loss: zero gradient, zero importance
     x, y = torch.randn(32, 6, generator=gen), torch.randn(32, 2, generator=gen)
 
-    def loss_fn(out, batch):
-        return ((out - y[: len(batch)]) ** 2).mean()
+    def loss_fn(out, target):
+        return ((out - target) ** 2).mean()
 
     kept = fd.compress.prune_neurons(model, 4, criterion="taylor", example_inputs=[x[:16], x[16:]], round_to=1,
-                                     loss_fn=loss_fn)
+                                     loss_fn=loss_fn, targets=[y[:16], y[16:]])
     assert torch.equal(kept["0"], torch.arange(4, 16))
     assert model[0].weight.grad is None
     with pytest.raises(ValueError, match="loss_fn"):
         fd.compress.prune_neurons(model, 0.5, criterion="taylor", example_inputs=[x])
+    with pytest.raises(ValueError, match="targets"):
+        fd.compress.prune_neurons(model, 0.5, criterion="taylor", example_inputs=[x], loss_fn=loss_fn, targets=[y, y])
     with pytest.raises(ValueError, match="scope"):
         fd.compress.prune_neurons(model, 0.5, scope="model")
 

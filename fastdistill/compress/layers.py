@@ -17,18 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .structure import batches_of, hf_configs, run_hooked
+from .structure import batches_of, first_tensor, hf_configs, run_hooked
 
 CRITERIA = ("cosine", "l1")
-
-
-def _first_tensor(value: Any) -> Optional[Tensor]:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
-        return value[0]
-    hidden = getattr(value, "last_hidden_state", None)
-    return hidden if isinstance(hidden, Tensor) else None
 
 
 def _candidates(model: nn.Module) -> List[Tuple[str, nn.Module, int]]:
@@ -52,8 +43,8 @@ def _importance(model: nn.Module, blocks: List[Tuple[str, nn.Module, int]], batc
         key = f"{cname}.{i}" if cname else str(i)
 
         def hook(mod, args, kwargs, output, key=key):
-            x = _first_tensor(args) if args else _first_tensor(list(kwargs.values()))
-            y = _first_tensor(output)
+            x = first_tensor(args) if args else first_tensor(list(kwargs.values()))
+            y = first_tensor(output)
             if x is None or y is None or x.shape != y.shape or not x.is_floating_point():
                 same_shape[key] = False
                 return

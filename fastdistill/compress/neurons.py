@@ -24,12 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from .._convert import prune_count
-from .structure import (ChannelGroup, _holders, analyse, batches_of, call_model, check_foldable, hf_configs,
-                        remove_channels, run_hooked)
+from .structure import (ChannelGroup, LossFn, _holders, aligned_targets, analyse, batches_of, call_model,
+                        check_foldable, hf_configs, remove_channels, run_hooked)
 
 CRITERIA = ("l1", "l2", "activation", "taylor", "random")
 SCOPES = ("layer", "global")
-LossFn = Callable[[Any, Any], Tensor]
 
 
 def channel_groups(model: nn.Module, example_inputs: Any = None) -> List[ChannelGroup]:
@@ -103,8 +102,8 @@ def _activation_scores(model: nn.Module, groups: List[ChannelGroup], batches: Li
     return out
 
 
-def _taylor_scores(model: nn.Module, groups: List[ChannelGroup], batches: List[Any],
-                   loss_fn: LossFn) -> Dict[str, Tensor]:
+def _taylor_scores(model: nn.Module, groups: List[ChannelGroup], batches: List[Any], loss_fn: LossFn,
+                   targets: Optional[Sequence[Any]]) -> Dict[str, Tensor]:
     """First-order Taylor importance (Molchanov et al. 2019): per batch, (sum over the channel's parameters of
     weight x gradient)^2, averaged over the batches."""
     named = dict(model.named_parameters())
@@ -115,10 +114,10 @@ def _taylor_scores(model: nn.Module, groups: List[ChannelGroup], batches: List[A
     try:
         for p in params.values():
             p.requires_grad_(True)
-        for batch in batches:
+        for batch, target in zip(batches, aligned_targets(batches, targets)):
             for p in params.values():
                 p.grad = None
-            loss = loss_fn(call_model(model, batch), batch)
+            loss = loss_fn(call_model(model, batch), target)
             if not isinstance(loss, Tensor) or loss.numel() != 1:
                 raise ValueError(f"loss_fn: expected a scalar tensor, got {type(loss).__name__}")
             loss.backward()
@@ -137,7 +136,8 @@ def _taylor_scores(model: nn.Module, groups: List[ChannelGroup], batches: List[A
 
 
 def importance(model: nn.Module, groups: List[ChannelGroup], criterion: str, example_inputs: Any = None,
-               generator: Optional[torch.Generator] = None, loss_fn: Optional[LossFn] = None) -> Dict[str, Tensor]:
+               generator: Optional[torch.Generator] = None, loss_fn: Optional[LossFn] = None,
+               targets: Optional[Sequence[Any]] = None) -> Dict[str, Tensor]:
     """{group name: score per unit (head or channel)}; the lowest scores are pruned first."""
     if criterion in ("l1", "l2"):
         return {g.name: _norm_scores(model, g, 1 if criterion == "l1" else 2) for g in groups}
@@ -146,7 +146,7 @@ def importance(model: nn.Module, groups: List[ChannelGroup], criterion: str, exa
     batches = batches_of(example_inputs)
     if criterion == "activation":
         return _activation_scores(model, groups, batches)
-    return _taylor_scores(model, groups, batches, loss_fn)
+    return _taylor_scores(model, groups, batches, loss_fn, targets)
 
 
 # ------------------------------------------------------------------------------------------------ selection
@@ -214,17 +214,18 @@ def _check(model: nn.Module, criterion: str, scope: str, example_inputs: Any, lo
     if criterion in ("activation", "taylor") and example_inputs is None:
         raise ValueError(f"example_inputs: required for criterion={criterion!r}")
     if criterion == "taylor" and not callable(loss_fn):
-        raise ValueError("loss_fn: criterion='taylor' needs loss_fn(output, batch) -> scalar loss to differentiate")
+        raise ValueError("loss_fn: criterion='taylor' needs loss_fn(output, target) -> scalar loss to differentiate")
 
 
 def _prune(model: nn.Module, amount: Union[float, int], kinds: Sequence[str], what: str, *, criterion: str,
            scope: str, example_inputs: Any, round_to: int, include: Any, generator: Optional[torch.Generator],
-           loss_fn: Optional[LossFn], min_units: int) -> Tuple[Dict[str, Tensor], List[ChannelGroup]]:
+           loss_fn: Optional[LossFn], targets: Optional[Sequence[Any]],
+           min_units: int) -> Tuple[Dict[str, Tensor], List[ChannelGroup]]:
     _check(model, criterion, scope, example_inputs, loss_fn)
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
         raise TypeError(f"amount: expected a float in [0, 1] or an int count, got {type(amount).__name__}")
     groups = _select(analyse(model, example_inputs), kinds, include, what)
-    scores = importance(model, groups, criterion, example_inputs, generator, loss_fn)
+    scores = importance(model, groups, criterion, example_inputs, generator, loss_fn, targets)
     keep_n = _keep_counts(groups, scores, amount, scope, round_to, min_units)
     for g in groups:
         check_foldable(g, keep_n[g.name] < g.units)
@@ -255,6 +256,7 @@ def prune_neurons(
     residual: bool = False,
     generator: Optional[torch.Generator] = None,
     loss_fn: Optional[LossFn] = None,
+    targets: Optional[Sequence[Any]] = None,
 ) -> Dict[str, Tensor]:
     """Removes ``amount`` of the neurons (a fraction, or a count per layer) of every prunable layer, in place: the
     producer's output rows, the matching BatchNorm entries and the consumers' input columns; the model gets
@@ -264,7 +266,8 @@ def prune_neurons(
     Args:
         criterion: ``"l1"`` / ``"l2"`` norm of the neuron's weight rows; ``"activation"`` (mean |activation| where
             the consumers read it, over ``example_inputs``); ``"taylor"`` (first-order Taylor importance
-            (w * dL/dw summed over the neuron's parameters)^2, with ``loss_fn(output, batch)`` on ``example_inputs``);
+            (w * dL/dw summed over the neuron's parameters)^2 per batch of ``example_inputs``, with the scalar loss
+            ``loss_fn(output, target)``, ``targets`` one per batch or None);
             ``"random"`` (with ``generator``). The lowest-scoring neurons go (ties: lower index first).
         scope: ``"layer"`` prunes ``amount`` in each layer; ``"global"`` ranks all neurons together (scores over
             their layer's mean score) and keeps at least ``round_to`` per layer.
@@ -291,7 +294,7 @@ def prune_neurons(
     kinds = ("neurons", "residual") if residual else ("neurons",)
     kept, groups = _prune(model, amount, kinds, "neurons", criterion=criterion, scope=scope,
                           example_inputs=example_inputs, round_to=round_to, include=include, generator=generator,
-                          loss_fn=loss_fn, min_units=0)
+                          loss_fn=loss_fn, targets=targets, min_units=0)
     for cfg in hf_configs(model):
         old = getattr(cfg, "intermediate_size", None)
         widths = {kept[g.name].numel() for g in groups if g.kind == "neurons" and g.width == old}
@@ -311,6 +314,7 @@ def prune_heads(
     include: Optional[Sequence[str]] = None,
     generator: Optional[torch.Generator] = None,
     loss_fn: Optional[LossFn] = None,
+    targets: Optional[Sequence[Any]] = None,
 ) -> Dict[str, Tensor]:
     """Removes ``amount`` of the attention heads (a fraction, or a count per attention block) of every attention
     block the graph shows (q/k/v projections reshaped into heads, ``scaled_dot_product_attention`` or the
@@ -332,5 +336,5 @@ def prune_heads(
     """
     kept, groups = _prune(model, amount, ("heads",), "heads", criterion=criterion, scope=scope,
                           example_inputs=example_inputs, round_to=1, include=include, generator=generator,
-                          loss_fn=loss_fn, min_units=1)
+                          loss_fn=loss_fn, targets=targets, min_units=1)
     return {(g.owners[0] if g.owners else g.name): kept[g.name] for g in groups}

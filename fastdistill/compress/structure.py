@@ -38,7 +38,7 @@ from __future__ import annotations
 import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx as fx
@@ -158,6 +158,30 @@ def call_model(model: nn.Module, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(*batch)
     return model(batch)
+
+
+LossFn = Callable[[Any, Any], Tensor]  # (model output, target) -> scalar loss
+
+
+def aligned_targets(batches: List[Any], targets: Optional[Sequence[Any]]) -> List[Any]:
+    """``targets`` (one per batch, e.g. its labels) checked against the batches; Nones without them."""
+    if targets is None:
+        return [None] * len(batches)
+    targets = list(targets)
+    if len(targets) != len(batches):
+        raise ValueError(f"targets: expected one per batch ({len(batches)}), got {len(targets)}")
+    return targets
+
+
+def first_tensor(value: Any) -> Optional[Tensor]:
+    """The main tensor of a module's output: the output itself, a tuple's first element, or a Hugging Face
+    ModelOutput's ``last_hidden_state``."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
+        return value[0]
+    hidden = getattr(value, "last_hidden_state", None)
+    return hidden if isinstance(hidden, Tensor) else None
 
 
 def run_hooked(model: nn.Module, batches: Iterable[Any], handles: List[Any]) -> None:

@@ -69,8 +69,9 @@ class Int8Conv2d(PackedWeightModule):
         self.register_buffer("bias", torch.zeros(out_channels) if bias else None)
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d) -> "Int8Conv2d":
-        """Quantizes ``conv``'s weight per output channel (absmax); ``groups`` must be 1 and padding zeros."""
+    def from_float(cls, conv: nn.Conv2d, *, scale_method: str = "absmax") -> "Int8Conv2d":
+        """Quantizes ``conv``'s weight per output channel (clip ranges by ``scale_method``, see
+        :func:`fastdistill.quantize`); ``groups`` must be 1 and padding zeros."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
         if conv.groups != 1:
@@ -79,7 +80,7 @@ class Int8Conv2d(PackedWeightModule):
             raise ValueError(f"conv: padding_mode={conv.padding_mode!r}; Int8Conv2d pads with zeros only")
         padding = _explicit_padding(conv)
         w = conv.weight.detach().float().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
-        codes, scale = _linear_weight_codes(quantize(w, 8, granularity="channel"))
+        codes, scale = _linear_weight_codes(quantize(w, 8, granularity="channel", scale_method=scale_method))
         mod = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding, conv.dilation,
                   conv.bias is not None)
         mod.to(w.device)

@@ -55,14 +55,15 @@ class Int4Linear(PackedWeightModule):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, group_size: int = 128, scale_method: str = "absmax",
-                   activations: str = "auto") -> "Int4Linear":
+                   activations: str = "auto", fisher: Optional[Tensor] = None) -> "Int4Linear":
         """Quantizes ``linear``'s weight to symmetric int4 codes ([-7, 7]) with one scale per group of
         ``group_size`` input channels (the whole row if it is shorter), chosen by ``scale_method`` (see
-        :func:`fastdistill.quantize`)."""
+        :func:`fastdistill.quantize`; ``"fisher"`` with ``fisher``, the weight's shape)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
         g = group_size_for(linear.in_features, group_size)
-        q = quantize(linear.weight.detach().float(), 4, granularity="group", group_size=g, scale_method=scale_method)
+        q = quantize(linear.weight.detach().float(), 4, granularity="group", group_size=g, scale_method=scale_method,
+                     fisher=fisher)
         return cls.from_quantized(q, linear.bias, activations=activations)
 
     @classmethod

@@ -49,10 +49,11 @@ class Int8Linear(PackedWeightModule):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, granularity: str = "channel",
-                   outlier_channels: Optional[Tensor] = None, scale_method: str = "absmax") -> "Int8Linear":
+                   outlier_channels: Optional[Tensor] = None, scale_method: str = "absmax",
+                   fisher: Optional[Tensor] = None) -> "Int8Linear":
         """Quantizes ``linear``'s weight: ``granularity="channel"`` (one scale per output channel) or ``"tensor"``
         (one scale, as quantize_dynamic's default), clip ranges by ``scale_method`` (see
-        :func:`fastdistill.quantize`). ``outlier_channels``: input channels kept in fp32 (see the module
+        :func:`fastdistill.quantize`; ``"fisher"`` with ``fisher``, the weight's shape). ``outlier_channels``: input channels kept in fp32 (see the module
         docstring; :func:`fastdistill.compress.quantize` finds them from calibration batches)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
@@ -66,7 +67,7 @@ class Int8Linear(PackedWeightModule):
         mod = cls(linear.in_features, linear.out_features, linear.bias is not None, outliers=idx.numel())
         quantized = w.index_fill(1, idx, 0.0) if idx.numel() else w
         codes, scale = _linear_weight_codes(quantize(quantized, 8, granularity=granularity,
-                                                     scale_method=scale_method))
+                                                     scale_method=scale_method, fisher=fisher))
         if w.device.type != "cpu":
             mod.to(w.device)
         mod.weight_int8.copy_(codes)
