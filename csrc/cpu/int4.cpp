@@ -1,5 +1,6 @@
 // int4 weight-only linear layer (layout in int4.h, leaves in int4_kernels.h): packing, and the drivers of both
-// routes. W4A8 quantizes the activations with the int8 GEMM's own per-row leaf (one rule for both layers).
+// routes. W4A8 runs on the int8 GEMM's leaves (int8_isa.h): its per-row activation quantization, and its panel
+// kernel on each scale group's codes unpacked into its layout.
 #include <omp.h>
 
 #include <algorithm>
@@ -60,6 +61,7 @@ void int4_pack(const uint8_t* codes, const float* scale, int64_t n, int64_t k, i
   check_sizes(k, n, g);
   const int64_t kg = k / 4, groups = k / g, panels = int4_panels(n);
   float* sp = reinterpret_cast<float*>(packed + int4_code_bytes(k, n));
+  int32_t* cp = reinterpret_cast<int32_t*>(sp + panels * groups * kInt4Panel);
 #pragma omp parallel for num_threads(clamp_threads(nthreads)) schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
     uint8_t* pp = packed + p * kg * kInt4GroupBytes;
@@ -79,6 +81,10 @@ void int4_pack(const uint8_t* codes, const float* scale, int64_t n, int64_t k, i
       for (int64_t c = 0; c < kInt4Panel; ++c) {
         const int64_t col = p * kInt4Panel + c;
         sp[(p * groups + gi) * kInt4Panel + c] = col < n ? scale[col * groups + gi] : 0.0f;
+        int32_t sum = 0;
+        for (int64_t kk = gi * g; col < n && kk < (gi + 1) * g; ++kk)
+          sum += (kk % 2 ? codes[col * (k / 2) + kk / 2] >> 4 : codes[col * (k / 2) + kk / 2] & 0x0f) - 8;
+        cp[(p * groups + gi) * kInt4Panel + c] = 128 * sum;
       }
   }
 }
@@ -90,32 +96,47 @@ void int4_linear(const void* xp, DType dt, int64_t m, int64_t k, const uint8_t* 
   check_sizes(k, n, g);
   nthreads = clamp_threads(nthreads);
   if (m == 0 || n == 0) return;
-  const int64_t groups = k / g, gk = g / 4, esz = dt == DType::F32 ? 4 : 2;
+  const int64_t groups = k / g, gk = g / 4, esz = dt == DType::F32 ? 4 : 2, panels = int4_panels(n);
   const float* sp = reinterpret_cast<const float*>(packed + int4_code_bytes(k, n));
+  const int32_t* cp = reinterpret_cast<const int32_t*>(sp + panels * groups * kInt4Panel);
   const Int4Leaves& leaf = int4_leaves();
   const int row_threads = m * k >= kParallelRowsMinElems ? nthreads : 1;
   auto panel = [&](int64_t p) {
-    return Int4Panel{packed + p * (k / 4) * kInt4GroupBytes, sp + p * groups * kInt4Panel, groups, gk,
-                     p * kInt4Panel, std::min(kInt4Panel, n - p * kInt4Panel)};
+    return Int4Panel{packed + p * (k / 4) * kInt4GroupBytes, sp + p * groups * kInt4Panel,
+                     cp + p * groups * kInt4Panel, groups, gk, p * kInt4Panel, std::min(kInt4Panel, n - p * kInt4Panel)};
   };
   if (act_int8) {
-    std::vector<int8_t> q(static_cast<size_t>(m * k));
+    const Int8Leaves& i8 = int8_leaves(0);  // VNNI / avx2 / scalar panels (AMX would need padded row tiles)
+    const int64_t lda = (k + 63) / 64 * 64;
+    std::vector<uint8_t> ua(static_cast<size_t>(m * lda));  // q + 128, the GEMM's unsigned operand
     std::vector<float> rs(static_cast<size_t>(m));
-    std::vector<int32_t> corr(static_cast<size_t>(m * groups));
-    const Int8Leaves& quant = int8_leaves(0);
 #pragma omp parallel for num_threads(row_threads) schedule(static)
-    for (int64_t r = 0; r < m; ++r) {
-      quant.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, nullptr, 0, q.data() + r * k,
-                          rs.data() + r);
-      for (int64_t gi = 0; gi < groups; ++gi) {
-        int32_t s = 0;
-        for (int64_t i = 0; i < g; ++i) s += q[r * k + gi * g + i];
-        corr[r * groups + gi] = 8 * s;
-      }
-    }
-    const Int4Out o{out, n, rs.data(), bias};
+    for (int64_t r = 0; r < m; ++r)
+      i8.quantize_rows(static_cast<const char*>(xp) + r * k * esz, dt, 1, k, ua.data() + r * lda, lda, nullptr,
+                       rs.data() + r);
     run_panels(m, n, nthreads, [&](int64_t r0, int64_t rows, int64_t p) {
-      leaf.a8_rows(q.data() + r0 * k, k, corr.data() + r0 * groups, rows, r0, panel(p), o);
+      const Int4Panel pp = panel(p);
+      // Rows enough to reuse it: the whole panel unpacked once (K * 64 bytes, in L2); else one group at a time.
+      const bool whole = rows > 8;
+      std::vector<int8_t> codes(static_cast<size_t>((whole ? k / 4 : gk) * kGroupBytes));
+      std::vector<int32_t> tile(static_cast<size_t>(rows * kInt4Panel));
+      std::vector<float> res(static_cast<size_t>(rows * kInt4Panel), 0.0f);
+      if (whole) leaf.unpack_codes(pp.codes, k / 4, codes.data());
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        const int8_t* gcodes = codes.data() + (whole ? gi * gk * kGroupBytes : 0);
+        if (!whole) leaf.unpack_codes(pp.codes + gi * gk * kInt4GroupBytes, gk, codes.data());
+        const Int8Epilogue e{pp.comp + gi * kInt4Panel, tile.data(), nullptr, kInt4Panel, nullptr, nullptr, nullptr};
+        i8.gemm_panel(ua.data() + r0 * lda + gi * g, lda, rows, gcodes, gk, 0, 0, kInt4Panel, e);
+        leaf.accumulate(tile.data(), rows, pp.scales + gi * kInt4Panel, res.data());
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        float* orow = out + (r0 + r) * n + pp.col0;
+        const float* b = bias ? bias + pp.col0 : nullptr;
+        for (int64_t j = 0; j < pp.ncols; ++j) {
+          const float v = res[r * kInt4Panel + j] * rs[r0 + r];
+          orow[j] = b ? v + b[j] : v;
+        }
+      }
     });
     return;
   }
@@ -131,7 +152,7 @@ void int4_linear(const void* xp, DType dt, int64_t m, int64_t k, const uint8_t* 
     }
     x = xf.data();
   }
-  const Int4Out o{out, n, nullptr, bias};
+  const Int4Out o{out, n, bias};
   run_panels(m, n, nthreads, [&](int64_t r0, int64_t rows, int64_t p) {
     leaf.a16_rows(x + r0 * k, k, rows, r0, panel(p), o);
   });

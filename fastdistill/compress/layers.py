@@ -15,7 +15,7 @@ import numbers
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from .structure import batches_of, first_tensor, hf_configs, run_hooked
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 
 from .. import pruning

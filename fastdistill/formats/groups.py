@@ -3,7 +3,6 @@ fp32 scale per group of ``group_size`` consecutive elements of a row: int4 Linea
 and quantized embedding tables (groups of each token's vector)."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .codes import unpack
