@@ -40,7 +40,7 @@ def channel_groups(model: nn.Module, example_inputs: Any = None) -> List[Channel
 
         >>> model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
         >>> [(g.name, g.kind, g.width, g.reason is None) for g in fastdistill.compress.channel_groups(model)]
-        [('0', 'neurons', 32, True), ('2', 'neurons', 4, False)]
+        [('<input of 0>', 'input', 16, False), ('0', 'neurons', 32, True), ('2', 'neurons', 4, False)]
     """
     return analyse(model, example_inputs)
 

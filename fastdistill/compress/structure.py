@@ -72,7 +72,8 @@ class ChannelGroup:
     Attributes:
         name: the first layer (in graph order) producing the channels (the layer name ``prune_neurons`` reports).
         kind: ``"neurons"`` (one producer: an MLP/FFN hidden layer, conv channels), ``"residual"`` (several
-            producers summed: a residual stream with its norms and embeddings) or ``"heads"`` (attention heads).
+            producers summed: a residual stream with its norms and embeddings), ``"heads"`` (attention heads) or
+            ``"input"`` (channels the model's inputs bring in: never pruned).
         width: number of channels; ``unit``: channels per prunable unit (the head size for heads, else 1).
         producers / consumers: layers writing / reading the channels.
         members: ``(tensor name, dim)`` of every parameter or buffer dimension indexed by the channels.
@@ -795,7 +796,7 @@ def analyse(model: nn.Module, example_inputs: Any = None) -> List[ChannelGroup]:
         first = lambda m: an.order.get(m, 1 << 30)  # noqa: E731 (graph order)
         producers = sorted(dict.fromkeys(sp.producers), key=first)
         consumers = sorted(dict.fromkeys(e.module for e in sp.edges), key=first)
-        kind = "heads" if sp.unit > 1 else "residual" if len(producers) > 1 else "neurons"
+        kind = "heads" if sp.unit > 1 else "residual" if len(producers) > 1 else "neurons" if producers else "input"
         reasons = list(dict.fromkeys(sp.reasons))
         if not producers and not reasons:
             reasons.append("no layer produces them")
