@@ -32,7 +32,8 @@ def images(data):
     return x_tr.reshape(-1, 1, 8, 8), y_tr, x_te.reshape(-1, 1, 8, 8), y_te
 
 
-def gradual_vs_one_shot(seeds=(0, 1, 2, 3, 4), sparsity=0.9, dense_epochs=20, finetune_epochs=20) -> None:
+def gradual_vs_one_shot(hidden=256, seeds=(0, 1, 2, 3, 4), sparsity=0.9, dense_epochs=20,
+                        finetune_epochs=20) -> None:
     import torch
 
     import fastdistill as fd
@@ -43,9 +44,9 @@ def gradual_vs_one_shot(seeds=(0, 1, 2, 3, 4), sparsity=0.9, dense_epochs=20, fi
     for seed in seeds:
         data = demo.load_digits_split(seed)
         torch.manual_seed(seed)
-        dense = demo.mlp(256)
-        demo.train(dense, data, dense_epochs, seed=seed)
-        steps_per_epoch = -(-len(data[0]) // 64)
+        dense = demo.mlp(hidden)
+        demo.train_alone(dense, demo.digits_loader(data[0], data[1], seed), dense_epochs, lr=3e-3)
+        steps_per_epoch = len(demo.digits_loader(data[0], data[1], seed))
         total = finetune_epochs * steps_per_epoch
         for name in results:
             model = copy.deepcopy(dense)
@@ -55,12 +56,12 @@ def gradual_vs_one_shot(seeds=(0, 1, 2, 3, 4), sparsity=0.9, dense_epochs=20, fi
             else:  # the schedule ends at 2/3 of the fine-tuning, which then goes on at the final sparsity
                 pruner = fd.compress.GradualPruner(model, sparsity, start=0, end=2 * total // 3,
                                                    every=max(1, steps_per_epoch // 2))
-            demo.train(model, data, finetune_epochs, lr=1e-3, seed=seed + 100)
+            demo.train_alone(model, demo.digits_loader(data[0], data[1], seed + 100), finetune_epochs, lr=1e-3)
             if pruner is not None:
                 pruner.remove()
             assert abs(fd.compress.sparsity(model)["total"] - sparsity) < 0.01
             results[name].append(demo.accuracy(model, data[2], data[3]))
-    print(f"\n1. digits MLP 64-256-256-10 pruned to {sparsity:.0%}, {finetune_epochs} fine-tuning epochs "
+    print(f"\n1. digits MLP 64-{hidden}-{hidden}-10 pruned to {sparsity:.0%}, {finetune_epochs} fine-tuning epochs "
           f"({finetune_epochs * steps_per_epoch} steps) after {dense_epochs} dense epochs, seeds {list(seeds)}")
     print("| method | test accuracy mean | std | per seed |")
     print("|---|---|---|---|")
@@ -77,7 +78,7 @@ def train_cnn(seed=0, epochs=15):
     data = images(demo.load_digits_split(seed))
     torch.manual_seed(seed)
     model = cnn()
-    demo.train(model, data, epochs, seed=seed)
+    demo.train_alone(model, demo.digits_loader(data[0], data[1], seed), epochs, lr=3e-3)
     return model.eval(), data
 
 
@@ -112,7 +113,7 @@ def scale_methods(seeds=(0, 1, 2, 3, 4)) -> None:
         data = demo.load_digits_split(seed)
         torch.manual_seed(seed)
         model = demo.mlp(256)
-        demo.train(model, data, 20, seed=seed)
+        demo.train_alone(model, demo.digits_loader(data[0], data[1], seed), 20, lr=3e-3)
         accs["fp32"].append(demo.accuracy(model, data[2], data[3]))
         calib = [data[0][i:i + 64] for i in range(0, 512, 64)]
         labels = [data[1][i:i + 64] for i in range(0, 512, 64)]
@@ -145,7 +146,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"digits, {args.threads} threads, tier {args.tier}")
     if 1 in args.part:
-        gradual_vs_one_shot()
+        gradual_vs_one_shot(256)
+        gradual_vs_one_shot(64)
     if 2 in args.part:
         int8_cnn(args.threads)
     if 3 in args.part:

@@ -78,14 +78,36 @@ def load():
     return st, st[0].auto_model.eval(), tokenize
 
 
+def pool(hidden, attention_mask):
+    """all-MiniLM-L6-v2's sentence embedding: the mean of the token states over the attention mask, L2-normalised."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9), dim=-1)
+
+
+def sentence_encoder(bert):
+    """``bert`` as a module from token ids to sentence embeddings (what the Distiller trains on)."""
+    from torch import nn
+
+    class SentenceEncoder(nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            return pool(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
+                        attention_mask)
+
+    return SentenceEncoder(bert)
+
+
 def embed(model, batch):
-    """Mean-pooled, L2-normalised sentence embeddings (what all-MiniLM-L6-v2's SentenceTransformer returns)."""
+    """Sentence embeddings of ``model`` (a BertModel) for one tokenized batch."""
     import torch
 
     with torch.no_grad():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        return pool(model(**batch).last_hidden_state, batch["attention_mask"])
 
 
 def cosine(model, reference, batches) -> float:

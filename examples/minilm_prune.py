@@ -1,6 +1,6 @@
 """all-MiniLM-L6-v2 made smaller by structured pruning: half of every FFN's neurons (``prune_neurons``), or 2 of its
-6 layers (``drop_layers``), each then recovered by feature distillation from the unpruned model (the Distiller,
-``mode="pretrain"``: the student's final hidden states pulled towards the teacher's on unlabeled sentences).
+6 layers (``drop_layers``), each then recovered by distillation from the unpruned model (the Distiller, ``mode="pretrain"`` on
+unlabeled sentences: sentence embeddings by cosine, each kept layer's hidden state by MSE against the teacher's).
 Reports encoder parameters, batch-32 latency, and held-out embedding cosine to the unpruned model before and after
 recovery.
 
@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 
-from minilm_common import corpus, cosine, latencies, load, setup_tier
+from minilm_common import corpus, cosine, latencies, load, sentence_encoder, setup_tier
 
 
-def recover(teacher, student, batches, steps: int, lr: float) -> None:
-    """Feature distillation of the student's last hidden states onto the teacher's (cosine loss, attention-masked)."""
+def recover(teacher, student, batches, layer_map, steps: int, lr: float) -> None:
+    """Distillation of the unpruned model into the pruned one on unlabeled sentences (``mode="pretrain"``): the
+    sentence embeddings (``loss="cosine"``) and the hidden state after each kept layer (``"mse"``, against the
+    teacher layer it stands for)."""
+    import random
+
+    from torch.utils.data import DataLoader
+
     from fastdistill.distill import Distiller
 
-    distiller = Distiller(teacher, student, mode="pretrain", features={"encoder": "encoder"},
-                          feature_loss="cosine", lr=lr)
+    features = {f"bert.encoder.layer.{i}": f"bert.encoder.layer.{j}" for i, j in layer_map}
+    distiller = Distiller(sentence_encoder(teacher), sentence_encoder(student), loss="cosine", features=features,
+                          feature_loss="mse", mode="pretrain", lr=lr)
     rng = random.Random(0)
     order = [batches[rng.randrange(len(batches))] for _ in range(steps)]
-    distiller.fit(order, epochs=1)
+    distiller.fit(DataLoader(order, batch_size=None), epochs=1)
 
 
 def main() -> None:
@@ -50,7 +56,9 @@ def main() -> None:
     kept = fd.compress.prune_neurons(ffn, 0.5, example_inputs=example, include=["*.intermediate.dense"])
     deep = copy.deepcopy(bert)
     removed = fd.compress.drop_layers(deep, 2, example_inputs=train[:4])
+    gone = {int(name.rsplit(".", 1)[1]) for name in removed}
     students = {"prune_neurons(0.5) on the FFNs": ffn, f"drop_layers(2) (removed {', '.join(removed)})": deep}
+    layer_maps = {ffn: [(i, i) for i in range(6)], deep: list(enumerate(i for i in range(6) if i not in gone))}
 
     def params(m):
         return sum(p.numel() for p in m.encoder.parameters()), sum(p.numel() for p in m.parameters())
@@ -68,7 +76,7 @@ def main() -> None:
         enc, total = params(student)
         before = cosine(student, bert, held)
         student.train()
-        recover(bert, student, train, args.steps, args.lr)
+        recover(bert, student, train, layer_maps[student], args.steps, args.lr)
         student.eval()
         after = cosine(student, bert, held)
         print(f"| {name} | {enc / 1e6:.2f}M ({total / 1e6:.2f}M), -{1 - enc / base_enc:.0%} | {t32[name]:.1f} "

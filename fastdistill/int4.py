@@ -22,6 +22,7 @@ from torch import Tensor
 from . import _ops
 from ._convert import ArrayLike, check_float, like_input, to_tensor
 from ._dispatch import backend_kernel, get_backend
+from .int8 import checked_bias
 from .quantization import QuantizedTensor
 
 ACTIVATIONS = ("auto", "int8", "float")
@@ -37,6 +38,13 @@ class PackedInt4Weight:
     __slots__ = ("codes", "scale", "group_size", "packed")
 
     def __init__(self, codes: Tensor, scale: Tensor, group_size: int, packed: Tensor):
+        """Wraps existing parts, validated (see :func:`check_int4_parts`; ``packed``: 1-D uint8 on the codes'
+        device, empty when not packed for the native kernel)."""
+        check_int4_parts(codes, scale, group_size)
+        if not isinstance(packed, Tensor) or packed.dtype != torch.uint8 or packed.dim() != 1:
+            raise TypeError("packed: expected a 1-D uint8 tensor")
+        if len({codes.device, scale.device, packed.device}) > 1:
+            raise ValueError("codes, scale, packed: expected tensors on one device")
         self.codes, self.scale, self.group_size, self.packed = codes, scale, group_size, packed
 
     @property
@@ -102,7 +110,7 @@ def prepack_int4_weight(q: QuantizedTensor) -> PackedInt4Weight:
 
 def pack_parts(codes: Tensor, scale: Tensor, group_size: int) -> PackedInt4Weight:
     """:func:`prepack_int4_weight` from checked parts (what :class:`fastdistill.nn.Int4Linear` holds)."""
-    check_int4_parts(codes, scale, group_size)
+    check_int4_parts(codes, scale, group_size)  # before packing reads them
     pack = backend_kernel("int4_pack", "native") if codes.device.type == "cpu" else None
     packed = pack(codes, scale, group_size) if pack is not None else codes.new_empty(0)
     return PackedInt4Weight(codes, scale, group_size, packed)
@@ -125,16 +133,7 @@ def int4_linear(x: ArrayLike, qweight: PackedInt4Weight, bias: Optional[ArrayLik
         raise TypeError(f"qweight: expected a PackedInt4Weight (see prepack_int4_weight), got {type(qweight).__name__}")
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations: expected one of {ACTIVATIONS}, got {activations!r}")
-    k, n = qweight.shape
-    if t.dim() == 0 or t.shape[-1] != k:
-        raise ValueError(f"x: expected last dimension {k} (in features), got shape {tuple(t.shape)}")
-    if qweight.codes.device != t.device:
-        raise ValueError(f"qweight: on {qweight.codes.device}, x on {t.device}")
-    tb = None
-    if bias is not None:
-        tb = to_tensor(bias, "bias").detach().to(device=t.device, dtype=torch.float32).contiguous()
-        if tb.shape != (n,):
-            raise ValueError(f"bias: expected shape ({n},), got {tuple(tb.shape)}")
+    tb = checked_bias(t, qweight.shape, qweight.codes.device, bias)
     return like_input(linear_checked(t, qweight, tb, activations), x)
 
 

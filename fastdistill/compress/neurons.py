@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from .._convert import prune_count
-from .structure import (ChannelGroup, LossFn, _holders, aligned_targets, analyse, batches_of, call_model,
-                        check_foldable, hf_configs, remove_channels, run_hooked)
+from .structure import (ChannelGroup, LossFn, _holders, analyse, batches_of, call_model, check_foldable, hf_configs,
+                        per_batch_gradients, remove_channels, run_hooked)
 
 CRITERIA = ("l1", "l2", "activation", "taylor", "random")
 SCOPES = ("layer", "global")
@@ -108,30 +108,15 @@ def _taylor_scores(model: nn.Module, groups: List[ChannelGroup], batches: List[A
     weight x gradient)^2, averaged over the batches."""
     named = dict(model.named_parameters())
     params = {name: named[name] for g in groups for name, _ in g.members if name in named}
-    saved = {name: p.grad for name, p in params.items()}
-    flags = {name: p.requires_grad for name, p in params.items()}
     out = {g.name: torch.zeros(g.units) for g in groups}
-    try:
-        for p in params.values():
-            p.requires_grad_(True)
-        for batch, target in zip(batches, aligned_targets(batches, targets)):
-            for p in params.values():
-                p.grad = None
-            loss = loss_fn(call_model(model, batch), target)
-            if not isinstance(loss, Tensor) or loss.numel() != 1:
-                raise ValueError(f"loss_fn: expected a scalar tensor, got {type(loss).__name__}")
-            loss.backward()
-            for g in groups:
-                contrib = torch.zeros(g.width)
-                for name, dim in g.members:
-                    p = params.get(name)
-                    if p is not None and p.grad is not None:
-                        contrib += _per_channel(p * p.grad, dim, lambda t: t)
-                out[g.name] += _per_unit(contrib, g.unit) ** 2
-    finally:
-        for name, p in params.items():
-            p.grad = saved[name]
-            p.requires_grad_(flags[name])
+    for _ in per_batch_gradients(params, batches, targets, lambda b, t: loss_fn(call_model(model, b), t)):
+        for g in groups:
+            contrib = torch.zeros(g.width)
+            for name, dim in g.members:
+                p = params.get(name)
+                if p is not None and p.grad is not None:
+                    contrib += _per_channel(p * p.grad, dim, lambda t: t)
+            out[g.name] += _per_unit(contrib, g.unit) ** 2
     return {k: v / len(batches) for k, v in out.items()}
 
 

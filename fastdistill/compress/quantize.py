@@ -15,7 +15,7 @@ from ..nn.int4 import Int4Linear, group_size_for
 from ..nn.int8 import Int8Linear
 from .gptq import gptq_quantize, input_hessians
 from .prune import Filter, _check_filter, _matches
-from .structure import LossFn, aligned_targets, batches_of, call_model, first_tensor, run_hooked
+from .structure import LossFn, batches_of, call_model, first_tensor, per_batch_gradients, run_hooked
 
 # In eval mode these layers may run one fused kernel on their children's ``.weight`` (fp32, bypassing Int8Linear);
 # they skip that fast path when a child has a forward hook.
@@ -50,30 +50,22 @@ def _fisher(model: nn.Module, layers: Dict[str, nn.Linear], batches: Iterable[An
     ``sum(output * r)`` with a fresh standard normal ``r`` per batch, whose squared gradient is in expectation the
     Gauss-Newton diagonal diag(J^T J): how much each weight moves the output)."""
     params = {name: layer.weight for name, layer in layers.items()}
-    saved = {name: (p.grad, p.requires_grad) for name, p in params.items()}
     fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     gen = torch.Generator().manual_seed(0)
-    try:
-        for p in params.values():
-            p.requires_grad_(True)
-        for batch, target in zip(batches, aligned_targets(batches, targets)):
-            for p in params.values():
-                p.grad = None
-            if loss_fn is not None:
-                loss = loss_fn(call_model(model, batch), target)
-            else:
-                y = first_tensor(call_model(model, batch))
-                if y is None:
-                    raise ValueError("loss_fn: the model's output holds no tensor to weigh; pass loss_fn")
-                loss = (y * torch.randn(y.shape, generator=gen).to(y)).sum()
-            loss.backward()
-            for name, p in params.items():
-                if p.grad is not None:
-                    fisher[name] += p.grad.detach().float() ** 2
-    finally:
+
+    def loss_of(batch: Any, target: Any) -> torch.Tensor:
+        out = call_model(model, batch)
+        if loss_fn is not None:
+            return loss_fn(out, target)
+        y = first_tensor(out)
+        if y is None:
+            raise ValueError("loss_fn: the model's output holds no tensor to weigh; pass loss_fn")
+        return (y * torch.randn(y.shape, generator=gen).to(y)).sum()
+
+    for _ in per_batch_gradients(params, list(batches), targets, loss_of):
         for name, p in params.items():
-            p.grad, flag = saved[name]
-            p.requires_grad_(flag)
+            if p.grad is not None:
+                fisher[name] += p.grad.detach().float() ** 2
     return fisher
 
 

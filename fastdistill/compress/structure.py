@@ -38,7 +38,7 @@ from __future__ import annotations
 import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx as fx
@@ -172,6 +172,28 @@ def aligned_targets(batches: List[Any], targets: Optional[Sequence[Any]]) -> Lis
     if len(targets) != len(batches):
         raise ValueError(f"targets: expected one per batch ({len(batches)}), got {len(targets)}")
     return targets
+
+
+def per_batch_gradients(params: Dict[str, Tensor], batches: List[Any], targets: Optional[Sequence[Any]],
+                        loss_of: Callable[[Any, Any], Tensor]) -> Iterator[None]:
+    """Yields once per batch, with every parameter's ``.grad`` holding the gradient of ``loss_of(batch, target)``
+    for that batch alone; the parameters' gradients and ``requires_grad`` flags are restored afterwards."""
+    saved = {name: (p.grad, p.requires_grad) for name, p in params.items()}
+    try:
+        for p in params.values():
+            p.requires_grad_(True)
+        for batch, target in zip(batches, aligned_targets(batches, targets)):
+            for p in params.values():
+                p.grad = None
+            loss = loss_of(batch, target)
+            if not isinstance(loss, Tensor) or loss.numel() != 1:
+                raise ValueError(f"loss_fn: expected a scalar tensor, got {type(loss).__name__}")
+            loss.backward()
+            yield
+    finally:
+        for name, p in params.items():
+            p.grad, flag = saved[name]
+            p.requires_grad_(flag)
 
 
 def first_tensor(value: Any) -> Optional[Tensor]:

@@ -4,7 +4,18 @@ from __future__ import annotations
 from typing import Any, Dict, List, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from .._convert import check_float
+
+
+def check_linear_input(x: object, in_features: int) -> None:
+    """TypeError / ValueError unless ``x`` is a float tensor whose last dimension is ``in_features``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    check_float(x)
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"x: expected last dimension {in_features} (in features), got shape {tuple(x.shape)}")
 
 
 class PackedWeightModule(nn.Module):

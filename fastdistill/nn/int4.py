@@ -7,11 +7,10 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from .._convert import check_float
 from ..formats.groups import dequantize_grouped
 from ..int4 import ACTIVATIONS, PackedInt4Weight, linear_checked, pack_parts, weight_parts
 from ..quantization import QuantizedTensor, quantize
-from ._packed import PackedWeightModule
+from ._packed import PackedWeightModule, check_linear_input
 
 
 def group_size_for(in_features: int, group_size: int) -> int:
@@ -98,11 +97,7 @@ class Int4Linear(PackedWeightModule):
         return dequantize_grouped(self.weight_int4, self.weight_scale, self.in_features, 4, self.group_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        check_float(x)
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x: expected last dimension {self.in_features} (in features), got shape {tuple(x.shape)}")
+        check_linear_input(x, self.in_features)
         y = linear_checked(x, self.packed, self.bias, self.activations)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 

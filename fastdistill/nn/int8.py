@@ -14,10 +14,9 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from .._convert import check_float
 from ..int8 import PackedInt8Weight, _linear_weight_codes, linear_checked, prepack_int8_weight
 from ..quantization import quantize
-from ._packed import PackedWeightModule
+from ._packed import PackedWeightModule, check_linear_input
 
 GRANULARITIES = ("channel", "tensor")
 
@@ -93,11 +92,7 @@ class Int8Linear(PackedWeightModule):
         return w
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        check_float(x)
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x: expected last dimension {self.in_features} (in features), got shape {tuple(x.shape)}")
+        check_linear_input(x, self.in_features)
         if self.outlier_channels.numel():
             xo = x.index_select(-1, self.outlier_channels).float()
             y = linear_checked(x.index_fill(-1, self.outlier_channels, 0), self.packed, self.bias)
