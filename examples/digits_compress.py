@@ -82,7 +82,7 @@ def train_cnn(seed=0, epochs=15):
     return model.eval(), data
 
 
-def int8_cnn(threads: int) -> None:
+def int8_cnn(threads: int, clock: str) -> None:
     import torch
     from torch import nn
 
@@ -94,7 +94,8 @@ def int8_cnn(threads: int) -> None:
     fp32, int8 = demo.accuracy(model, data[2], data[3]), demo.accuracy(q, data[2], data[3])
     x = data[2][:64]
     with torch.no_grad():
-        t = latencies({"fp32": lambda: model(x), "int8": lambda: q(x)}, rounds=9, calls=9)
+        t = latencies({"fp32": lambda: model(x), "int8": lambda: q(x)}, rounds=9, calls=9,
+                      clock=clock)
     print(f"\n2. digits CNN (3 conv + 2 linear), {threads} threads: test accuracy fp32 {fp32:.4f}, Int8Conv2d + "
           f"Int8Linear {int8:.4f} ({100 * (int8 - fp32):+.2f} points); batch 64: fp32 {t['fp32']:.3f} ms, int8 "
           f"{t['int8']:.3f} ms ({t['fp32'] / t['int8']:.2f}x faster)")
@@ -138,6 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tier", default=tier)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time (one thread on a busy machine)")
     parser.add_argument("--part", type=int, nargs="*", default=[1, 2, 3])
     args = parser.parse_args()
 
@@ -149,7 +152,7 @@ def main() -> None:
         gradual_vs_one_shot(256)
         gradual_vs_one_shot(64)
     if 2 in args.part:
-        int8_cnn(args.threads)
+        int8_cnn(args.threads, args.clock)
     if 3 in args.part:
         scale_methods()
 

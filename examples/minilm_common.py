@@ -118,9 +118,16 @@ def cosine(model, reference, batches) -> float:
     return float(torch.cat(sims).mean())
 
 
-def latencies(fns: Dict[str, Callable[[], object]], rounds: int = 7, calls: int = 5) -> Dict[str, float]:
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def latencies(fns: Dict[str, Callable[[], object]], rounds: int = 7, calls: int = 5,
+              clock: str = "wall") -> Dict[str, float]:
     """Median milliseconds per call of each function: ``rounds`` interleaved rounds of ``calls`` calls each (drift
-    and other load hit every function alike); the median over the rounds of each round's median."""
+    and other load hit every function alike); the median over the rounds of each round's median. ``clock="cpu"``
+    counts this process's CPU time instead of wall time: on a machine shared with other work, one thread's CPU time
+    is what its wall time would be alone (with more threads it also counts their spinning)."""
+    now = CLOCK[clock]
     for fn in fns.values():
         fn()
     samples: Dict[str, List[float]] = {k: [] for k in fns}
@@ -128,8 +135,8 @@ def latencies(fns: Dict[str, Callable[[], object]], rounds: int = 7, calls: int 
         for name, fn in fns.items():
             times = []
             for _ in range(calls):
-                t0 = time.perf_counter()
+                t0 = now()
                 fn()
-                times.append(time.perf_counter() - t0)
+                times.append(now() - t0)
             samples[name].append(statistics.median(times) * 1e3)
     return {k: statistics.median(v) for k, v in samples.items()}

@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--tier", default=tier)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time (one thread on a busy machine)")
     args = parser.parse_args()
 
     import torch
@@ -65,7 +67,8 @@ def main() -> None:
 
     b32 = tokenize(sentences[-600:-568])
     with torch.no_grad():
-        t32 = latencies({k: (lambda m=m: m(**b32)) for k, m in {"fp32": bert, **students}.items()}, rounds=5, calls=3)
+        t32 = latencies({k: (lambda m=m: m(**b32)) for k, m in {"fp32": bert, **students}.items()}, rounds=5, calls=3,
+                        clock=args.clock)
     base_enc, base_all = params(bert)
     print(f"all-MiniLM-L6-v2, {args.threads} threads, tier {args.tier}; FFN widths kept: "
           f"{sorted({v.numel() for v in kept.values()})}")
