@@ -1,6 +1,7 @@
 """all-MiniLM-L6-v2 made smaller by structured pruning: half of every FFN's neurons (``prune_neurons``), or 2 of its
-6 layers (``drop_layers``), each then recovered by distillation from the unpruned model (the Distiller, ``mode="pretrain"`` on
-unlabeled sentences: sentence embeddings by cosine, each kept layer's hidden state by MSE against the teacher's).
+6 layers (``drop_layers``), each then recovered by distillation from the unpruned model (the Distiller,
+``mode="pretrain"`` on unlabeled sentences: sentence embeddings by cosine, each kept layer's hidden state by MSE
+against the teacher's).
 Reports encoder parameters, batch-32 latency, and held-out embedding cosine to the unpruned model before and after
 recovery.
 
