@@ -8,9 +8,10 @@ __version__ = "0.1.0"
 
 from ._dispatch import BackendError, get_backend, set_backend, use_backend
 from ._info import info
-from . import compress, nn
+from . import compress, export, nn
 from .fused_linear_kd import fused_linear_kd_loss
 from .kd import kd_loss, sparse_kd_loss
+from .int4 import PackedInt4Weight, int4_linear, prepack_int4_weight
 from .int8 import PackedInt8Weight, int8_linear, int8_mm, prepack_int8_weight
 from .pruning import (
     channel_mask,
@@ -20,6 +21,7 @@ from .pruning import (
     nm_mask,
     prune_,
     random_mask,
+    wanda_mask,
 )
 from .quantization import QuantizedTensor, dequantize, fake_quantize, quantize
 from .sparse import SparseWeight, sparse_linear, spmm
@@ -41,11 +43,13 @@ __all__ = [
     "dequantize",
     "distill",
     "distributed",
+    "export",
     "fake_quantize",
     "fused_linear_kd_loss",
     "get_backend",
     "global_magnitude_masks",
     "info",
+    "int4_linear",
     "int8_linear",
     "int8_mm",
     "kd_loss",
@@ -55,7 +59,9 @@ __all__ = [
     "model_size",
     "nm_mask",
     "nn",
+    "PackedInt4Weight",
     "PackedInt8Weight",
+    "prepack_int4_weight",
     "prepack_int8_weight",
     "prune_",
     "quantize",
@@ -68,4 +74,5 @@ __all__ = [
     "SparseWeight",
     "spmm",
     "use_backend",
+    "wanda_mask",
 ]

@@ -144,6 +144,20 @@ def _(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tupl
     return codes, x.new_empty((rows,), dtype=torch.float32), x.new_empty((rows,), dtype=torch.int32)
 
 
+@_op("quantize_weighted")
+def quantize_weighted(x: Tensor, weight: Tensor, bits: int, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`quantize` with the ``"fisher"`` scale method: each row's clip ratio minimises the squared
+    reconstruction error weighted by ``weight`` (x's shape, non-negative)."""
+    return dispatch("quantize_weighted", x.contiguous(), weight.contiguous(), bits, scheme)
+
+
+@quantize_weighted.register_fake
+def _(x: Tensor, weight: Tensor, bits: int, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    rows, length = x.shape
+    codes = x.new_empty((rows, row_bytes(length, bits)), dtype=code_dtype(bits, scheme))
+    return codes, x.new_empty((rows,), dtype=torch.float32), x.new_empty((rows,), dtype=torch.int32)
+
+
 @_op("dequantize")
 def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, bits: int, scheme: str, length: int) -> Tensor:
     """(rows, length) float32 values of the codes made by :func:`quantize`."""
@@ -529,3 +543,41 @@ def delta_decode(codes: Tensor, anchor_scale: Tensor, step_scale: Tensor, block:
 @delta_decode.register_fake
 def _(codes: Tensor, anchor_scale: Tensor, step_scale: Tensor, block: int) -> Tensor:
     return torch.empty_like(codes, dtype=torch.float32)
+# int4 weight-only linear layer (weights: packed int4 codes with one fp32 scale per group of input channels)
+# --------------------------------------------------------------------------------------------------------------
+
+
+# Native preparation steps: the kernel's own weight layout, and its measured W4A8 / W4A16 crossover (rows).
+declare_op("int4_pack", preparation=True)
+declare_op("int4_a8_min_rows", preparation=True)
+
+
+@_op("int4_linear")
+def int4_linear(x: Tensor, codes: Tensor, scale: Tensor, packed: Tensor, bias: Optional[Tensor], group_size: int,
+                act_int8: bool) -> Tensor:
+    """fp32 (M x N): ``x`` (M x K fp32/bf16) times the int4 weight ``codes`` (N x K/2) with group ``scale``
+    (N x K/group_size), + bias; ``act_int8``: x quantized per row to int8 first (W4A8), else float (W4A16)."""
+    return dispatch("int4_linear", x.contiguous(), codes, scale, packed, bias, group_size, act_int8)
+
+
+@int4_linear.register_fake
+def _(x: Tensor, codes: Tensor, scale: Tensor, packed: Tensor, bias: Optional[Tensor], group_size: int,
+      act_int8: bool) -> Tensor:
+    return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Activation-aware pruning (Wanda)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@_op("wanda_mask")
+def wanda_mask(w: Tensor, norms: Tensor, k: int) -> Tensor:
+    """Keep-mask (bool, w's shape) pruning in each row of the 2-D ``w`` the ``k`` lowest scores
+    ``|w[i, j]| * norms[j]`` (fp32 product; ties: lower column first)."""
+    return dispatch("wanda_mask", w.contiguous(), norms.contiguous(), k)
+
+
+@wanda_mask.register_fake
+def _(w: Tensor, norms: Tensor, k: int) -> Tensor:
+    return torch.empty_like(w, dtype=torch.bool, memory_format=torch.contiguous_format)

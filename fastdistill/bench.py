@@ -165,7 +165,7 @@ def run(names: Optional[List[str]] = None, quick: bool = False,
 
 
 def _load_suites() -> None:
-    from .benchmarks import data, distill, int8, kd, prune, quant, sparse  # noqa: F401  (registers their suites)
+    from .benchmarks import compress, data, distill, int8, kd, prune, quant, sparse  # noqa: F401  (registers suites)
 
 
 def _cell(text: Optional[str]) -> str:

@@ -170,19 +170,26 @@ def int8_linear(x: ArrayLike, qweight: PackedInt8Weight, bias: Optional[ArrayLik
         raise TypeError(f"qweight: expected a PackedInt8Weight (see prepack_int8_weight), got {type(qweight).__name__}")
     if qweight.scale is None:
         raise ValueError("qweight: has no per-channel scales (pass scale= to prepack_int8_weight)")
-    k, n = qweight.shape
-    if t.dim() == 0 or t.shape[-1] != k:
-        raise ValueError(f"x: expected last dimension {k} (in features), got shape {tuple(t.shape)}")
-    if qweight.codes.device != t.device:
-        raise ValueError(f"qweight: on {qweight.codes.device}, x on {t.device}")
-    tb = None
-    if bias is not None:
-        tb = to_tensor(bias, "bias").detach()
-        if tb.dtype != torch.float32 or tb.device != t.device or not tb.is_contiguous():
-            tb = tb.to(device=t.device, dtype=torch.float32).contiguous()
-        if tb.shape != (n,):
-            raise ValueError(f"bias: expected shape ({n},), got {tuple(tb.shape)}")
-    return like_input(linear_checked(t, qweight, tb), x)
+    return like_input(linear_checked(t, qweight, checked_bias(t, qweight.shape, qweight.codes.device, bias)), x)
+
+
+def checked_bias(x: Tensor, shape: Tuple[int, int], device: torch.device,
+                 bias: Optional[ArrayLike]) -> Optional[Tensor]:
+    """Checks ``x`` (its last dimension, its device) against a prepacked (K, N) weight on ``device``; returns the
+    bias as a contiguous fp32 tensor on x's device (or None). Shared by the int8 and int4 linear functions."""
+    k, n = shape
+    if x.dim() == 0 or x.shape[-1] != k:
+        raise ValueError(f"x: expected last dimension {k} (in features), got shape {tuple(x.shape)}")
+    if device != x.device:
+        raise ValueError(f"qweight: on {device}, x on {x.device}")
+    if bias is None:
+        return None
+    tb = to_tensor(bias, "bias").detach()
+    if tb.dtype != torch.float32 or tb.device != x.device or not tb.is_contiguous():
+        tb = tb.to(device=x.device, dtype=torch.float32).contiguous()
+    if tb.shape != (n,):
+        raise ValueError(f"bias: expected shape ({n},), got {tuple(tb.shape)}")
+    return tb
 
 
 def linear_checked(x: Tensor, qweight: PackedInt8Weight, bias: Optional[Tensor]) -> Tensor:

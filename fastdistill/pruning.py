@@ -175,3 +175,34 @@ def random_mask(x: ArrayLike, sparsity: Sparsity, generator: Optional[torch.Gene
     keep = torch.ones(t.numel(), dtype=torch.bool, device=gen_device)
     keep[pruned] = False
     return like_input(keep.reshape(t.shape).to(t.device), x)
+
+
+def wanda_mask(weight: ArrayLike, input_norms: ArrayLike, sparsity: Sparsity) -> ArrayLike:
+    """Wanda keep-mask (Sun et al., "A Simple and Effective Pruning Approach for Large Language Models", 2023): the
+    score of ``weight[i, j]`` is ``|weight[i, j]| * input_norms[j]`` (the L2 norm of input feature ``j`` over
+    calibration data), and each output row ``i`` prunes its ``sparsity`` lowest scores (ties: lower column first).
+
+    ``weight``: (out, in) float (a conv weight flattened to (out, in * kernel positions), with one norm per column);
+    ``input_norms``: ``in`` non-negative floats.
+
+    Example::
+
+        >>> w = torch.tensor([[1.0, -2.0, 0.5, 0.1]])
+        >>> fastdistill.wanda_mask(w, torch.tensor([1.0, 0.1, 4.0, 1.0]), 0.5)
+        tensor([[ True, False,  True, False]])
+    """
+    t = to_tensor(weight, "weight")
+    check_float(t, "weight")
+    n = to_tensor(input_norms, "input_norms")
+    check_float(n, "input_norms")
+    if t.dim() != 2:
+        raise ValueError(f"weight: expected a 2-D (out, in) matrix, got shape {tuple(t.shape)}")
+    if n.shape != (t.shape[1],):
+        raise ValueError(f"input_norms: expected shape ({t.shape[1]},) (one per input column), got {tuple(n.shape)}")
+    if n.device != t.device:
+        raise ValueError(f"input_norms: on {n.device}, weight on {t.device}")
+    if bool((n < 0).any()) or not bool(torch.isfinite(n).all()):
+        raise ValueError("input_norms: expected finite, non-negative norms")
+    k = prune_count(sparsity, t.shape[1])
+    mask = _ops.call("wanda_mask", t.detach(), n.detach().float(), k)
+    return like_input(mask, weight)

@@ -30,7 +30,9 @@ Exact semantics, shared by every backend (native and Numba codes are bit-identic
   ``"mean"``: ``absmax`` limited to ``2**(bits-1) * mean|x|``; ``"percentile"``: the nearest-rank ``percentile``
   of ``|x|`` (asymmetric: of ``x`` at ``p`` and ``100 - p``); ``"mse"``: the ratio ``r`` in
   ``1.0, 0.95, ..., 0.05`` of the absmax range whose quantize-dequantize has the smallest squared error
-  (ties: larger ``r``). Values beyond the clip saturate to the extreme code.
+  (ties: larger ``r``); ``"fisher"``: as ``"mse"`` with each element's squared error weighted by ``fisher`` (x's
+  shape: e.g. squared loss gradients summed over calibration batches, the diagonal Fisher information), so the
+  clip favours the weights the loss is sensitive to. Values beyond the clip saturate to the extreme code.
 * **NaN or infinite** input raises ``ValueError``, and so does an asymmetric range whose width ``hi - lo``
   overflows float32.
 * **Storage.** ``codes`` is 2-D ``(rows, row_bytes)``: int8 for 8-bit symmetric/log2, uint8 for 8-bit asymmetric;
@@ -56,7 +58,7 @@ from .formats.codes import code_dtype, row_bytes, unpack
 
 SCHEMES = ("symmetric", "asymmetric", "log2")
 GRANULARITIES = ("tensor", "channel", "group")
-SCALE_METHODS = ("absmax", "mean", "percentile", "mse")
+SCALE_METHODS = ("absmax", "mean", "percentile", "mse", "fisher")
 BITS = (8, 4, 2, 1)
 _DTYPES = {str(d).replace("torch.", ""): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 
@@ -274,15 +276,15 @@ def _check_args(t: torch.Tensor, bits: int, scheme: str, granularity: str, axis:
 
 
 def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granularity: str = "tensor", axis: int = 0,
-             group_size: int = 128, scale_method: Optional[str] = None, percentile: float = 99.99
-             ) -> QuantizedTensor:
+             group_size: int = 128, scale_method: Optional[str] = None, percentile: float = 99.99,
+             fisher: Optional[ArrayLike] = None) -> QuantizedTensor:
     """Quantize a float tensor (or numpy array) to ``bits``-bit integer codes with fp32 scales.
 
     ``scheme``: ``"symmetric"`` | ``"asymmetric"`` | ``"log2"``; ``granularity``: ``"tensor"`` | ``"channel"``
     (one scale per index along ``axis``) | ``"group"`` (channels split into groups of ``group_size``);
     ``scale_method``: ``"absmax"`` (default; ``"mean"`` for ``bits=1``) | ``"mean"`` | ``"percentile"`` |
-    ``"mse"``. Exact rules in the module docstring. The result's tensors are on x's device (numpy input: CPU
-    tensors).
+    ``"mse"`` | ``"fisher"`` (with ``fisher``: per-element importance weights of x's shape). Exact rules in the
+    module docstring. The result's tensors are on x's device (numpy input: CPU tensors).
 
     Example::
 
@@ -295,9 +297,28 @@ def quantize(x: ArrayLike, bits: int = 8, *, scheme: str = "symmetric", granular
     bits, scale_method, axis, group_size = _check_args(t, bits, scheme, granularity, axis, group_size, scale_method,
                                                        percentile)
     rows = _rows(t.detach().float(), granularity, axis, group_size)
-    codes, scale, zp = _ops.call("quantize", rows, bits, scheme, scale_method, float(percentile))
+    if scale_method == "fisher":
+        codes, scale, zp = _ops.call("quantize_weighted", rows, _fisher_rows(fisher, t, granularity, axis, group_size),
+                                     bits, scheme)
+    else:
+        codes, scale, zp = _ops.call("quantize", rows, bits, scheme, scale_method, float(percentile))
     return QuantizedTensor._trusted(codes, scale, zp, bits=bits, scheme=scheme, granularity=granularity, axis=axis,
                                     group_size=group_size, shape=tuple(t.shape), dtype=t.dtype)
+
+
+def _fisher_rows(fisher: Optional[ArrayLike], t: torch.Tensor, granularity: str, axis: int,
+                 group_size: int) -> torch.Tensor:
+    """The ``fisher`` weights of ``scale_method="fisher"``, checked, as rows like x's."""
+    if fisher is None:
+        raise ValueError("fisher: scale_method='fisher' needs the per-element weights (x's shape)")
+    f = to_tensor(fisher, "fisher")
+    check_float(f, "fisher")
+    if f.shape != t.shape or f.device != t.device:
+        raise ValueError(f"fisher: expected shape {tuple(t.shape)} on {t.device}, got {tuple(f.shape)} on {f.device}")
+    f = f.detach().float()
+    if not bool(torch.isfinite(f).all()) or bool((f < 0).any()):
+        raise ValueError("fisher: expected finite, non-negative weights")
+    return _rows(f, granularity, axis, group_size)
 
 
 def dequantize(q: QuantizedTensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -10,6 +10,8 @@ void bind_kd(py::module_& m);
 void bind_sparse(py::module_& m);
 void bind_int8(py::module_& m);
 void bind_data(py::module_& m);
+void bind_int4(py::module_& m);
+void bind_wanda(py::module_& m);
 
 namespace {
 void bind_simd(py::module_& m) {
@@ -42,4 +44,6 @@ PYBIND11_MODULE(_C, m) {
   fd::bind_sparse(m);
   fd::bind_int8(m);
   fd::bind_data(m);
+  fd::bind_int4(m);
+  fd::bind_wanda(m);
 }

@@ -32,15 +32,6 @@ int row_threads(int64_t m, int64_t k, int nthreads) { return m * k >= kParallelR
 
 std::atomic<bool> g_amx{true};
 
-// The tier's leaves; an AVX-512 CPU without VNNI runs the avx2 tier's (the avx512 int8 unit is built for VNNI).
-const Int8Leaves& int8_leaves() {
-#if FD_X86
-  static const bool vnni = __builtin_cpu_supports("avx512vnni");
-  if (simd_level() == Simd::Avx512 && !vnni) return leaves<Int8Leaves>(Simd::Avx2);
-#endif
-  return leaves<Int8Leaves>();
-}
-
 // The GEMM for m rows of A times a B that holds -128 or not: at the avx512 tier AMX tiles where available (for
 // m >= kAmxMinRows), else the tier's kernels.
 const Int8Gemm& select_gemm([[maybe_unused]] int64_t m, bool b_has_min) {
@@ -51,20 +42,6 @@ const Int8Gemm& select_gemm([[maybe_unused]] int64_t m, bool b_has_min) {
   const Int8Leaves& leaf = int8_leaves();
   return b_has_min ? leaf.exact : leaf.fast;
 }
-
-// The prepared copy of A: lda = 4 * kgroups elements per row; whole 32-row tiles (zero rows past m) for AMX, which
-// loads them, just m rows otherwise.
-struct PreparedA {
-  std::vector<uint8_t> bytes;
-  int64_t lda;
-  PreparedA(const Int8Gemm& gemm, int64_t m, int64_t kgroups) : lda(4 * kgroups) {
-#if FD_X86
-    if (&gemm == &amx::gemm()) m = padded_rows(m);
-#endif
-    bytes.resize(static_cast<size_t>(m * lda * gemm.a_elem));
-  }
-  void* row(const Int8Gemm& gemm, int64_t r) { return bytes.data() + r * lda * gemm.a_elem; }
-};
 
 void run_gemm(const Int8Gemm& gemm, const void* a, int64_t lda, int64_t m, const int8_t* packed, int64_t kgroups,
               int64_t n, const Int8Epilogue& e, int nthreads) {
@@ -91,6 +68,39 @@ void run_gemm(const Int8Gemm& gemm, const void* a, int64_t lda, int64_t m, const
 }
 
 }  // namespace
+
+// The tier's leaves; an AVX-512 CPU without VNNI runs the avx2 tier's (the avx512 int8 unit is built for VNNI).
+const Int8Leaves& int8_leaves() {
+#if FD_X86
+  static const bool vnni = __builtin_cpu_supports("avx512vnni");
+  if (simd_level() == Simd::Avx512 && !vnni) return leaves<Int8Leaves>(Simd::Avx2);
+#endif
+  return leaves<Int8Leaves>();
+}
+
+PreparedA::PreparedA(const Int8Gemm& gemm, int64_t m, int64_t kgroups) : lda(4 * kgroups) {
+#if FD_X86
+  if (&gemm == &amx::gemm()) m = padded_rows(m);
+#endif
+  bytes.resize(static_cast<size_t>(m * lda * gemm.a_elem));
+}
+
+void prepare_activations(const Int8Gemm& gemm, const void* xp, DType dt, int64_t m, int64_t k, PreparedA& ua,
+                         float* rs, int nthreads) {
+  const auto quantize_row = int8_leaves().quantize_row;
+  const int64_t esz = dtype_size(dt);
+#pragma omp parallel num_threads(row_threads(m, k, nthreads))
+  {
+    // codes go straight into their prepared row where the form starts with them, else through a row of codes
+    std::vector<int8_t> codes(gemm.in_place ? 0 : static_cast<size_t>(k));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < m; ++r) {
+      int8_t* q = gemm.in_place ? static_cast<int8_t*>(ua.row(gemm, r)) : codes.data();
+      quantize_row(static_cast<const char*>(xp) + r * k * esz, dt, k, q, rs + r);
+      gemm.prepare_row(q, k, ua.row(gemm, r), ua.lda);
+    }
+  }
+}
 
 void int8_pack(const int8_t* src, int64_t k, int64_t n, int64_t sk, int64_t sn, int8_t* dst, int32_t* cp,
                int nthreads) {
@@ -159,22 +169,10 @@ void int8_linear(const void* xp, DType dt, int64_t m, int64_t k, const int8_t* p
   const int64_t kg = k_groups(k);
   if (m == 0 || n == 0) return;
   const Int8Gemm& gemm = select_gemm(m, int8_packed_has_min(comp, n));
-  const auto quantize_row = int8_leaves().quantize_row;
   nthreads = clamp_threads(nthreads);
   PreparedA ua(gemm, m, kg);
   std::vector<float> rs(static_cast<size_t>(m));
-  const int64_t esz = dtype_size(dt);
-#pragma omp parallel num_threads(row_threads(m, k, nthreads))
-  {
-    // codes go straight into their prepared row where the form starts with them, else through a row of codes
-    std::vector<int8_t> codes(gemm.in_place ? 0 : static_cast<size_t>(k));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < m; ++r) {
-      int8_t* q = gemm.in_place ? static_cast<int8_t*>(ua.row(gemm, r)) : codes.data();
-      quantize_row(static_cast<const char*>(xp) + r * k * esz, dt, k, q, rs.data() + r);
-      gemm.prepare_row(q, k, ua.row(gemm, r), ua.lda);
-    }
-  }
+  prepare_activations(gemm, xp, dt, m, k, ua, rs.data(), nthreads);
   const Int8Epilogue e{gemm.shifted ? comp : nullptr, nullptr, out, n, rs.data(), wscale, bp};
   run_gemm(gemm, ua.bytes.data(), ua.lda, m, pk, kg, n, e, nthreads);
 }

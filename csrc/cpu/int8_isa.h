@@ -2,6 +2,8 @@
 // A each reads, and the table of per-tier leaves (defined by int8_kernels.h, compiled once per SIMD tier; see
 // core.h), plus the AMX kernel of the avx512 tier.
 #pragma once
+#include <vector>
+
 #include "cpu/int8.h"
 
 namespace fd {
@@ -48,6 +50,27 @@ struct Int8Leaves {
 };
 
 FD_DECLARE_TIER_LEAVES(Int8Leaves)
+
+// The running tier's leaves (an AVX-512 CPU without VNNI gets the avx2 tier's); AMX is chosen apart (int8.cpp).
+const Int8Leaves& int8_leaves();
+
+// Bytes from one k element of a prepared row to the next: a form that starts with the codes holds them one byte
+// each (what follows, such as the sign kernel's magnitudes, sits lda bytes later); the int16 form two.
+inline int64_t a_k_bytes(const Int8Gemm& g) { return g.in_place ? 1 : g.a_elem; }
+
+// The prepared copy of A: lda = 4 * kgroups elements per row; whole 32-row tiles (zero rows past m) for AMX, which
+// loads them, just m rows otherwise.
+struct PreparedA {
+  std::vector<uint8_t> bytes;
+  int64_t lda;
+  PreparedA(const Int8Gemm& gemm, int64_t m, int64_t kgroups);
+  void* row(const Int8Gemm& gemm, int64_t r) { return bytes.data() + r * lda * gemm.a_elem; }
+};
+
+// The int8 linear layer's first half, shared with int4's W4A8: x (m x k fp32 or bf16 bits) quantized per row
+// (scales into rs) and prepared for `gemm` in ua.
+void prepare_activations(const Int8Gemm& gemm, const void* x, DType dt, int64_t m, int64_t k, PreparedA& ua,
+                         float* rs, int nthreads);
 
 #if FD_X86
 namespace amx {

@@ -29,8 +29,8 @@ Int8Linear's) are written this way too when that saves at least 10% (and they ho
 survive), SparseLinear layers (``as: sparse_linear``) always.
 
 ``modules`` maps module names to the fastdistill module types (``"SparseLinear"``, ``"Int8Linear"``) that ``load``
-must put in place of a plain model's layers; ``load`` also resizes ``nn.Linear`` layers whose stored shapes differ
-(after ``prune_neurons``).
+must put in place of a plain model's layers; ``load`` also resizes Linear, Conv, norm and Embedding layers whose
+stored shapes differ and shortens layer stacks (after ``prune_neurons``, ``prune_heads``, ``drop_layers``).
 
 Safety. ``save`` writes a temporary file in the target directory, flushes and fsyncs it, then renames it over
 ``path`` (``os.replace``): a failure midway (a full disk, an exception, a killed process) leaves the old file intact
@@ -57,10 +57,11 @@ from torch import nn
 
 from .._files import atomic_write
 from ..formats.csr import check_components, columns
-from ..nn import Int8Linear, SparseLinear
+from ..nn import Int4Linear, Int8Conv2d, Int8Linear, QuantizedEmbedding, SparseLinear
 from ..quantization import QuantizedTensor
 from ..sparse import SparseWeight
 from .prune import restore_masks
+from .structure import fit_to_state
 
 FORMAT, VERSION = "fastdistill", "1"
 _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -75,7 +76,8 @@ _KINDS = ("csr", "bitmask", "bits", "quantized")
 _TARGETS = ("dense", "sparse_linear", "sparse_weight", "quantized_tensor")
 _SPARSE_SAVING = 0.9  # a dense tensor is stored sparse only when that takes at most 90% of its dense bytes
 Entry = Union[torch.Tensor, SparseWeight, QuantizedTensor]
-_MODULES = (SparseLinear, Int8Linear)  # fastdistill layers that load() puts in place of a plain model's
+_MODULES = (SparseLinear, Int8Linear, Int4Linear, Int8Conv2d, QuantizedEmbedding)  # what load() puts in place
+_SHAPED_BY_STATE = {cls.__name__: cls for cls in (Int4Linear, Int8Conv2d, QuantizedEmbedding)}  # .for_state()
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -424,6 +426,11 @@ def _fit_module(model: nn.Module, name: str, kind: Optional[str], state: Dict[st
                        outliers=state[prefix + "outlier_channels"].numel())
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, q)
+    elif kind in _SHAPED_BY_STATE:
+        if not name:
+            raise ValueError(f"model: the file holds a {kind} as the whole model")
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, _SHAPED_BY_STATE[kind].for_state(module, state, prefix))
     elif kind is not None:
         raise ValueError(f"file: unknown module type {kind!r} for layer {name!r}")
     elif type(module) is nn.Linear and prefix + "weight" in state:
@@ -473,6 +480,7 @@ def load(path: Union[str, os.PathLike], model: Optional[nn.Module] = None, *, ma
     try:
         for name, kind in modules.items():
             _fit_module(model, name, kind, state, encodings)
+        fit_to_state(model, state)  # pruned widths, heads and dropped layers
         for name, module in list(model.named_modules()):
             if type(module) is nn.Linear:
                 _fit_module(model, name, None, state, encodings)

@@ -1,209 +1,232 @@
-"""Structured pruning that shrinks the model: whole output neurons of a Linear layer (output channels of a Conv2d,
-with their BatchNorm2d entries) are removed together with the matching input columns (channels) of the layer that
-consumes them.
+"""Structured pruning that shrinks the model: whole neurons (MLP / FFN hidden units, conv channels, with the matching
+BatchNorm entries and the consumers' input columns), residual-stream channels, and attention heads.
 
-The model is traced with ``torch.fx`` to find, for each ``nn.Linear`` (the producer), what reads its output. A
-producer can be pruned when its output reaches exactly one layer of its own kind (the consumer) through a chain of
-element-wise ops only (and, between convolutions, ``nn.BatchNorm2d``) (activations, dropout, identity: see ``ELEMENTWISE_MODULES`` / ``ELEMENTWISE_FUNCTIONS``), and
-nothing else reads the output or the chain: the MLPs of ``nn.Sequential`` and the ``fc1 -> act -> fc2`` blocks of
-transformer FFNs. Anything else (residual adds, reshapes, concatenation, a shared module) cannot be followed:
-such layers are left alone, and asking for them by name (``include``) raises a ValueError naming the layer and the
-op that stops it.
+Which channels must go together is read from the model's ``torch.export`` graph (see
+:mod:`fastdistill.compress.structure`): ``fc1 -> act -> fc2`` FFN blocks and MLPs of ``nn.Sequential``, conv
+chains through BatchNorm and pooling, layers whose output several layers read, the q/k/v/output projections of
+attention (Hugging Face BERT-style encoders included), and, on request, a residual stream with its LayerNorms and
+embeddings. Layers whose channels reach the model's output or meet an op that cannot be followed are left alone;
+naming one (``include``) raises a ValueError saying why.
 
-A removed neuron's output after the element-wise chain is the constant ``act(0)`` in the *masked* model (weight row,
-bias entry and BatchNorm scale/shift zeroed); that constant's contribution (non-zero for sigmoid, softplus, ...) is
-folded into the consumer's bias, so the pruned model computes what the masked model computes, up to float
-summation order. (A zero-padding consumer convolution sees that constant only away from the borders: there a
-non-zero ``act(0)`` raises instead.)
+A removed neuron's value after its element-wise chain is the constant ``act(0)`` in the masked model (producer row,
+bias entry and BatchNorm scale/shift zeroed); its contribution (non-zero for sigmoid, softplus, ...) is folded into
+the consumer's bias, so neuron and head pruning compute what the masked model computes, up to float summation order.
+(A zero-padding consumer convolution sees that constant only away from the borders: there a non-zero ``act(0)``
+raises instead.) Pruning a residual stream changes its LayerNorms' statistics: recover by fine-tuning/distillation.
 """
 from __future__ import annotations
 
+import fnmatch
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.fx as fx
-import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .._convert import prune_count
-from .prune import MASK
+from .structure import (ChannelGroup, LossFn, _holders, analyse, batches_of, call_model, check_foldable, hf_configs,
+                        per_batch_gradients, remove_channels, run_hooked)
 
-ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SELU,
-                       nn.CELU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Identity,
-                       nn.Dropout, nn.AlphaDropout)
-ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.gelu, F.silu, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid,
-                         F.leaky_relu, F.elu, F.selu, F.celu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh,
-                         F.softplus, F.dropout}
-ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid"}
-CRITERIA = ("l1", "l2", "activation", "random")
+CRITERIA = ("l1", "l2", "activation", "taylor", "random")
+SCOPES = ("layer", "global")
 
 
-def _layer_kind(module: nn.Module) -> Optional[str]:
-    """"linear" / "conv" for the layers whose outputs (channels) can be removed, else None."""
-    if type(module) is nn.Linear:
-        return "linear"
-    if type(module) is nn.Conv2d and module.groups == 1:
-        return "conv"
-    return None
+def channel_groups(model: nn.Module, example_inputs: Any = None) -> List[ChannelGroup]:
+    """Every group of channels of ``model`` that can only be removed together, with why it cannot be pruned where
+    it cannot (``group.reason``). ``example_inputs``: one batch (a tensor, a tuple of arguments or a dict of keyword
+    arguments) or an iterable of them; without it, a random input is made for the model's first layer.
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> [(g.name, g.kind, g.width, g.reason is None) for g in fastdistill.compress.channel_groups(model)]
+        [('<input of 0>', 'input', 16, False), ('0', 'neurons', 32, True), ('2', 'neurons', 4, False)]
+    """
+    return analyse(model, example_inputs)
 
 
-def _width(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+# ------------------------------------------------------------------------------------------------ importance
 
 
-class _Pair:
-    def __init__(self, producer: str, consumer: str, chain: List[fx.Node]):
-        self.producer, self.consumer, self.chain = producer, consumer, chain
+def _weight_members(model: nn.Module, group: ChannelGroup):
+    producers = set(group.producers)
+    for name, dim in group.members:
+        module, _, attr = name.rpartition(".")
+        if module in producers and attr == "weight":
+            yield model.get_parameter(name), dim
 
 
-def _describe(node: fx.Node) -> str:
-    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-    return f"{node.op} {target!r}"
+def _per_channel(t: Tensor, dim: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn`` of ``t`` summed over every dimension but ``dim`` (float32, on the CPU)."""
+    moved = t.detach().float().movedim(dim, 0)
+    return fn(moved).reshape(moved.shape[0], -1).sum(1).cpu()
 
 
-def _is_elementwise(node: fx.Node, modules: Dict[str, nn.Module], prev: fx.Node) -> bool:
-    if not node.args or node.args[0] is not prev:
-        return False
-    if any(isinstance(a, fx.Node) for a in list(node.args[1:]) + list(node.kwargs.values())):
-        return False
-    if node.op == "call_module":
-        return isinstance(modules[node.target], ELEMENTWISE_MODULES)
-    if node.op == "call_function":
-        return node.target in ELEMENTWISE_FUNCTIONS
-    return node.op == "call_method" and node.target in ELEMENTWISE_METHODS
+def _per_unit(channel: Tensor, unit: int, square_root: bool = False) -> Tensor:
+    units = channel.reshape(-1, unit).sum(1)
+    return units.sqrt() if square_root else units
 
 
-def _follow(gm: fx.GraphModule, node: fx.Node, modules: Dict[str, nn.Module],
-            calls: Dict[str, int]) -> Tuple[Optional[_Pair], str]:
-    """(pair, "") if the producer `node` feeds one Linear through element-wise ops only, else (None, why not)."""
-    name = node.target
-    if calls[name] > 1:
-        return None, f"module {name!r} is called {calls[name]} times"
-    chain: List[fx.Node] = []
-    cur = node
-    while True:
-        users = list(cur.users)
-        if len(users) != 1:
-            what = ", ".join(_describe(u) for u in users) or "nothing (graph output unused)"
-            return None, f"its output is read by {len(users)} ops ({what})"
-        nxt = users[0]
-        kind = _layer_kind(modules[name])
-        if nxt.op == "call_module" and _layer_kind(modules[nxt.target]) == kind and nxt.args[0] is cur \
-                and len(nxt.args) == 1 and not nxt.kwargs:
-            if calls[nxt.target] > 1:
-                return None, f"its consumer {nxt.target!r} is called {calls[nxt.target]} times"
-            return _Pair(name, nxt.target, chain), ""
-        is_bn = nxt.op == "call_module" and kind == "conv" and type(modules[nxt.target]) is nn.BatchNorm2d \
-            and nxt.args[0] is cur and len(nxt.args) == 1
-        if not is_bn and not _is_elementwise(nxt, modules, cur):
-            return None, f"its output goes to {_describe(nxt)}, which prune_neurons cannot follow"
-        chain.append(nxt)
-        cur = nxt
+def _norm_scores(model: nn.Module, group: ChannelGroup, p: int) -> Tensor:
+    total = torch.zeros(group.width)
+    for w, dim in _weight_members(model, group):
+        total += _per_channel(w, dim, torch.abs if p == 1 else torch.square)
+    return _per_unit(total, group.unit, square_root=p == 2)
 
 
-def _chain_at_zero(gm: fx.GraphModule, chain: List[fx.Node], like: torch.Tensor) -> float:
-    """The element-wise chain applied to 0 (what a zeroed neuron emits after its activation)."""
-    t = torch.zeros(1, dtype=like.dtype, device=like.device)
-    with torch.no_grad():
-        for node in chain:
-            rest, kw = node.args[1:], node.kwargs
-            if node.op == "call_module":
-                mod = gm.get_submodule(node.target)
-                # dropout keeps 0 at 0 (and must not draw random numbers here); a removed channel's BatchNorm is
-                # zeroed in the masked model (gamma = beta = 0), so it emits 0 too
-                if not isinstance(mod, (nn.Dropout, nn.AlphaDropout, nn.BatchNorm2d)):
-                    t = mod(t)
-            elif node.op == "call_function":
-                if node.target is not F.dropout:
-                    t = node.target(t, *rest, **kw)
-            else:
-                t = getattr(t, node.target)(*rest, **kw)
-    return float(t.reshape(-1)[0])
-
-
-def _scores(criterion: str, model: nn.Module, pairs: List[_Pair], example_inputs, generator) -> Dict[str, torch.Tensor]:
-    out: Dict[str, torch.Tensor] = {}
-    if criterion in ("l1", "l2"):
-        p = 1 if criterion == "l1" else 2
-        for pair in pairs:
-            w = model.get_submodule(pair.producer).weight.detach().float()
-            out[pair.producer] = torch.linalg.vector_norm(w.reshape(w.shape[0], -1), ord=p, dim=1)
-    elif criterion == "random":
-        for pair in pairs:
-            n = _width(model.get_submodule(pair.producer))
-            out[pair.producer] = torch.rand(n, generator=generator)
-    else:
-        # mean |activation| of each neuron after its element-wise chain = mean |input| of the consumer
-        sums: Dict[str, torch.Tensor] = {}
-        counts: Dict[str, int] = {}
-        hooks = []
-        for pair in pairs:
-            def hook(mod, args, key=pair.producer):
+def _activation_scores(model: nn.Module, groups: List[ChannelGroup], batches: List[Any]) -> Dict[str, Tensor]:
+    """Mean |activation| of each channel where its consumers read it, summed over the consumers and per unit."""
+    sums: Dict[str, Tensor] = {g.name: torch.zeros(g.width) for g in groups}
+    counts: Dict[str, int] = {g.name: 0 for g in groups}
+    hooks = []
+    for g in groups:
+        readers = [e.module for e in g.edges
+                   if isinstance(model.get_submodule(e.module), (nn.Linear, nn.modules.conv._ConvNd))]
+        if not readers:
+            raise ValueError(f"criterion: 'activation' measures channels where a Linear/Conv layer reads them; "
+                             f"no such layer reads {g.name!r}")
+        for reader in dict.fromkeys(readers):
+            def hook(mod, args, key=g.name):
                 a = args[0].detach().float().abs()
-                a = a.movedim(1, -1) if isinstance(mod, nn.Conv2d) else a
+                a = a.movedim(1, -1) if isinstance(mod, nn.modules.conv._ConvNd) else a
                 a = a.reshape(-1, a.shape[-1])
-                sums[key] = sums.get(key, 0) + a.sum(0)
-                counts[key] = counts.get(key, 0) + a.shape[0]
-            hooks.append(model.get_submodule(pair.consumer).register_forward_pre_hook(hook))
-        try:
-            with torch.no_grad():
-                for batch in example_inputs:
-                    model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
-        finally:
-            for h in hooks:
-                h.remove()
-        for pair in pairs:
-            if pair.producer not in sums:
-                raise ValueError(f"example_inputs: layer {pair.producer!r} was not reached by any example input")
-            out[pair.producer] = (sums[pair.producer] / counts[pair.producer]).cpu()
+                sums[key] += a.sum(0).cpu()
+                counts[key] += a.shape[0]
+            hooks.append(model.get_submodule(reader).register_forward_pre_hook(hook))
+    run_hooked(model, batches, hooks)
+    out = {}
+    for g in groups:
+        if not counts[g.name]:
+            raise ValueError(f"example_inputs: layer {g.name!r} was not reached by any example input")
+        out[g.name] = _per_unit(sums[g.name] / counts[g.name], g.unit)
     return out
 
 
-def _set(module: nn.Module, name: str, value: Optional[torch.Tensor]) -> None:
-    old = getattr(module, name)
-    if isinstance(old, nn.Parameter) or (old is None and name == "bias"):
-        grad = old.requires_grad if isinstance(old, nn.Parameter) else module.weight.requires_grad
-        setattr(module, name, nn.Parameter(value, requires_grad=grad))
-    else:
-        module._buffers[name] = value
+def _taylor_scores(model: nn.Module, groups: List[ChannelGroup], batches: List[Any], loss_fn: LossFn,
+                   targets: Optional[Sequence[Any]]) -> Dict[str, Tensor]:
+    """First-order Taylor importance (Molchanov et al. 2019): per batch, (sum over the channel's parameters of
+    weight x gradient)^2, averaged over the batches."""
+    named = dict(model.named_parameters())
+    params = {name: named[name] for g in groups for name, _ in g.members if name in named}
+    out = {g.name: torch.zeros(g.units) for g in groups}
+    for _ in per_batch_gradients(params, batches, targets, lambda b, t: loss_fn(call_model(model, b), t)):
+        for g in groups:
+            contrib = torch.zeros(g.width)
+            for name, dim in g.members:
+                p = params.get(name)
+                if p is not None and p.grad is not None:
+                    contrib += _per_channel(p * p.grad, dim, lambda t: t)
+            out[g.name] += _per_unit(contrib, g.unit) ** 2
+    return {k: v / len(batches) for k, v in out.items()}
 
 
-def _apply(gm: fx.GraphModule, pair: _Pair, keep: torch.Tensor, removed: torch.Tensor, a0: float) -> None:
-    producer, consumer = gm.get_submodule(pair.producer), gm.get_submodule(pair.consumer)
-    conv = isinstance(producer, nn.Conv2d)
-    pads = conv and (consumer.padding != "valid" if isinstance(consumer.padding, str)
-                     else any(p != 0 for p in consumer.padding))
-    if pads and a0 != 0.0 and removed.numel():
-        raise ValueError(f"layer {pair.producer!r}: its removed channels emit act(0) = {a0:g} and {pair.consumer!r} "
-                         "zero-pads its input, so their contribution is not a constant to fold into the bias")
-    with torch.no_grad():
-        keep_dev = keep.to(producer.weight.device)
-        _set(producer, "weight", producer.weight[keep_dev].clone())
-        if producer.bias is not None:
-            _set(producer, "bias", producer.bias[keep_dev].clone())
-        if MASK in producer._buffers:
-            producer._buffers[MASK] = producer._buffers[MASK][keep_dev].clone()
-        for node in pair.chain:
-            bn = gm.get_submodule(node.target) if node.op == "call_module" else None
-            if isinstance(bn, nn.BatchNorm2d):
-                for attr in ("weight", "bias", "running_mean", "running_var"):
-                    if getattr(bn, attr) is not None:
-                        _set(bn, attr, getattr(bn, attr)[keep_dev].clone())
-                bn.num_features = keep.numel()
-        wc = consumer.weight
-        keep_c, removed_c = keep.to(wc.device), removed.to(wc.device)
-        if a0 != 0.0 and removed.numel():
-            shift = wc[:, removed_c].reshape(wc.shape[0], -1).sum(dim=1) * a0
-            base = consumer.bias if consumer.bias is not None else torch.zeros_like(shift)
-            _set(consumer, "bias", (base + shift).clone())
-        _set(consumer, "weight", wc[:, keep_c].clone())
-        if MASK in consumer._buffers:
-            consumer._buffers[MASK] = consumer._buffers[MASK][:, keep_c].clone()
-        if conv:
-            producer.out_channels = consumer.in_channels = keep.numel()
-        else:
-            producer.out_features = consumer.in_features = keep.numel()
+def importance(model: nn.Module, groups: List[ChannelGroup], criterion: str, example_inputs: Any = None,
+               generator: Optional[torch.Generator] = None, loss_fn: Optional[LossFn] = None,
+               targets: Optional[Sequence[Any]] = None) -> Dict[str, Tensor]:
+    """{group name: score per unit (head or channel)}; the lowest scores are pruned first."""
+    if criterion in ("l1", "l2"):
+        return {g.name: _norm_scores(model, g, 1 if criterion == "l1" else 2) for g in groups}
+    if criterion == "random":
+        return {g.name: torch.rand(g.units, generator=generator) for g in groups}
+    batches = batches_of(example_inputs)
+    if criterion == "activation":
+        return _activation_scores(model, groups, batches)
+    return _taylor_scores(model, groups, batches, loss_fn, targets)
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+
+def _keep_counts(groups: List[ChannelGroup], scores: Dict[str, Tensor], amount: Union[float, int], scope: str,
+                 round_to: int, min_units: int) -> Dict[str, int]:
+    """Units kept per group: ``amount`` of each group's units (scope "layer") or of all of them, compared by their
+    score over their group's mean score (scope "global"), rounded up to ``round_to`` channels."""
+    def rounded(g: ChannelGroup, keep: int) -> int:
+        step = round_to if g.unit == 1 else 1
+        return min(g.units, max(min_units, math.ceil(keep / step) * step))
+
+    if scope == "layer":
+        return {g.name: rounded(g, g.units - prune_count(amount, g.units, "amount")) for g in groups}
+    k = prune_count(amount, sum(g.units for g in groups), "amount")
+    normed = []
+    for g in groups:
+        s = scores[g.name].double()
+        mean = float(s.mean()) if s.numel() else 0.0
+        normed.append(s / mean if mean > 0 else s)
+    order = torch.sort(torch.cat(normed), stable=True).indices[:k]
+    owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([g.units for g in groups]))
+    removed = torch.bincount(owner[order], minlength=len(groups))
+    # every layer keeps at least one step of units (global ranking must not empty a layer)
+    return {g.name: rounded(g, max(g.units - int(removed[i]), 1)) for i, g in enumerate(groups)}
+
+
+def _select(groups: List[ChannelGroup], kinds: Sequence[str], include: Optional[Sequence[str]],
+            what: str) -> List[ChannelGroup]:
+    candidates = [g for g in groups if g.kind in kinds and g.producers]
+    if include is None:
+        chosen = [g for g in candidates if g.reason is None]
+        if not chosen:
+            why = {g.name: g.reason for g in candidates} or "no layer produces such channels"
+            raise ValueError(f"model: no {what} can be removed; nothing to prune (per group: {why})")
+        return chosen
+    patterns = [include] if isinstance(include, str) else list(include)
+    chosen = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"include: expected layer names or glob patterns, got {pattern!r}")
+        hits = [g for g in groups if any(fnmatch.fnmatchcase(n, pattern) for n in g.producers + g.owners)]
+        if not hits:
+            raise ValueError(f"layer {pattern!r}: not a layer producing channels of the model (layers: "
+                             f"{[g.name for g in groups]})")
+        for g in hits:
+            if g.reason is not None:
+                raise ValueError(f"layer {pattern!r}: cannot prune its {what}: {g.reason}")
+            if (g.kind == "heads") != (what == "heads"):
+                other = "prune_heads" if g.kind == "heads" else "prune_neurons"
+                raise ValueError(f"layer {pattern!r}: its channels are {g.kind} ({g.name!r}); use {other}")
+            if g not in chosen:
+                chosen.append(g)
+    return chosen
+
+
+def _check(model: nn.Module, criterion: str, scope: str, example_inputs: Any, loss_fn: Optional[LossFn]) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
+    if criterion in ("activation", "taylor") and example_inputs is None:
+        raise ValueError(f"example_inputs: required for criterion={criterion!r}")
+    if criterion == "taylor" and not callable(loss_fn):
+        raise ValueError("loss_fn: criterion='taylor' needs loss_fn(output, target) -> scalar loss to differentiate")
+
+
+def _prune(model: nn.Module, amount: Union[float, int], kinds: Sequence[str], what: str, *, criterion: str,
+           scope: str, example_inputs: Any, round_to: int, include: Any, generator: Optional[torch.Generator],
+           loss_fn: Optional[LossFn], targets: Optional[Sequence[Any]],
+           min_units: int) -> Tuple[Dict[str, Tensor], List[ChannelGroup]]:
+    _check(model, criterion, scope, example_inputs, loss_fn)
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise TypeError(f"amount: expected a float in [0, 1] or an int count, got {type(amount).__name__}")
+    groups = _select(analyse(model, example_inputs), kinds, include, what)
+    scores = importance(model, groups, criterion, example_inputs, generator, loss_fn, targets)
+    keep_n = _keep_counts(groups, scores, amount, scope, round_to, min_units)
+    for g in groups:
+        check_foldable(g, keep_n[g.name] < g.units)
+    holders = _holders(model)
+    kept: Dict[str, Tensor] = {}
+    for g in groups:
+        order = torch.sort(scores[g.name], stable=True).indices
+        keep_units = order[g.units - keep_n[g.name]:].sort().values
+        channels = remove_channels(model, g, keep_units, holders)
+        kept[g.name] = keep_units if g.unit > 1 else channels
+    return kept, groups
+
+
+def _check_round_to(round_to: Any) -> None:
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to: expected an int >= 1, got {round_to!r}")
 
 
 def prune_neurons(
@@ -211,22 +234,37 @@ def prune_neurons(
     amount: Union[float, int],
     *,
     criterion: str = "l1",
-    example_inputs: Optional[Sequence] = None,
+    scope: str = "layer",
+    example_inputs: Any = None,
     round_to: int = 8,
     include: Optional[Sequence[str]] = None,
+    residual: bool = False,
     generator: Optional[torch.Generator] = None,
-) -> Dict[str, torch.Tensor]:
-    """Removes ``amount`` of the output neurons (a fraction, or a count per layer) of every prunable Linear layer
-    (output channels of every prunable Conv2d) and the matching inputs of its consumer, in place; the model gets
-    physically smaller.
+    loss_fn: Optional[LossFn] = None,
+    targets: Optional[Sequence[Any]] = None,
+) -> Dict[str, Tensor]:
+    """Removes ``amount`` of the neurons (a fraction, or a count per layer) of every prunable layer, in place: the
+    producer's output rows, the matching BatchNorm entries and the consumers' input columns; the model gets
+    physically smaller and stays an ordinary ``nn.Module`` (Hugging Face configs get the new ``intermediate_size``
+    when every FFN was pruned to the same width).
 
     Args:
-        criterion: ``"l1"`` / ``"l2"`` norm of the neuron's weight row, ``"activation"`` (mean |activation| after
-            the element-wise chain over ``example_inputs``: an iterable of inputs or of argument tuples), or
+        criterion: ``"l1"`` / ``"l2"`` norm of the neuron's weight rows; ``"activation"`` (mean |activation| where
+            the consumers read it, over ``example_inputs``); ``"taylor"`` (first-order Taylor importance
+            (w * dL/dw summed over the neuron's parameters)^2 per batch of ``example_inputs``, with the scalar loss
+            ``loss_fn(output, target)``, ``targets`` one per batch or None);
             ``"random"`` (with ``generator``). The lowest-scoring neurons go (ties: lower index first).
+        scope: ``"layer"`` prunes ``amount`` in each layer; ``"global"`` ranks all neurons together (scores over
+            their layer's mean score) and keeps at least ``round_to`` per layer.
+        example_inputs: a batch (a tensor, a tuple of arguments, a dict of keyword arguments such as a tokenizer's
+            output) or an iterable of batches; the model is exported on the first to read its structure (without
+            it, a random input for the first Linear/Conv/Embedding layer is used).
         round_to: the number of neurons kept is rounded up to a multiple of this (SIMD-friendly widths).
-        include: names of the producer layers to prune (default: every layer that can be followed); a named layer
-            that cannot be followed raises ValueError saying why.
+        include: names or glob patterns of the producer layers to prune (default: every prunable layer; a residual
+            stream named here is pruned without ``residual``); a named layer that cannot be pruned raises
+            ValueError saying why.
+        residual: also prune residual streams (channels several layers add up, with their LayerNorms and
+            embeddings) that do not reach the model's output; such pruning is not exact (see the module docstring).
 
     Returns ``{producer name: indices of the kept neurons}``. Optimizers holding the old parameters must be rebuilt.
 
@@ -237,56 +275,51 @@ def prune_neurons(
         >>> model[0].out_features, model[2].in_features
         (32, 32)
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
-    if criterion == "activation" and example_inputs is None:
-        raise ValueError("example_inputs: required for criterion='activation'")
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to: expected an int >= 1, got {round_to!r}")
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:
-        raise ValueError(f"model: prune_neurons needs a torch.fx-traceable model to follow layer outputs; tracing "
-                         f"{type(model).__name__} failed: {type(exc).__name__}: {exc}") from None
-    modules = dict(gm.named_modules())
-    calls: Dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    pairs: List[_Pair] = []
-    reasons: Dict[str, str] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and _layer_kind(modules[node.target]) and node.target not in reasons \
-                and all(p.producer != node.target for p in pairs):
-            pair, why = _follow(gm, node, modules, calls)
-            if pair is None:
-                reasons[node.target] = why
-            else:
-                pairs.append(pair)
-    if include is not None:
-        wanted = [include] if isinstance(include, str) else list(include)
-        for name in wanted:
-            if name in reasons:
-                raise ValueError(f"layer {name!r}: cannot prune its neurons: {reasons[name]}")
-            if all(p.producer != name for p in pairs):
-                raise ValueError(f"layer {name!r}: not an nn.Linear called by the model")
-        pairs = [p for p in pairs if p.producer in wanted]
-    if not pairs:
-        raise ValueError("model: no Linear layer feeds another Linear through element-wise ops only; nothing to "
-                         f"prune (per layer: {reasons})")
-    scores = _scores(criterion, model, pairs, example_inputs, generator)
-    kept: Dict[str, torch.Tensor] = {}
-    for pair in pairs:
-        producer = model.get_submodule(pair.producer)
-        n = _width(producer)
-        keep_n = n - prune_count(amount, n, "amount")
-        keep_n = min(n, math.ceil(keep_n / round_to) * round_to)
-        order = torch.sort(scores[pair.producer], stable=True).indices
-        removed = order[: n - keep_n].sort().values
-        keep = order[n - keep_n:].sort().values
-        a0 = _chain_at_zero(gm, pair.chain, producer.weight) if removed.numel() else 0.0
-        _apply(gm, pair, keep, removed, a0)
-        kept[pair.producer] = keep
+    _check_round_to(round_to)
+    kinds = ("neurons", "residual") if residual else ("neurons",)
+    kept, groups = _prune(model, amount, kinds, "neurons", criterion=criterion, scope=scope,
+                          example_inputs=example_inputs, round_to=round_to, include=include, generator=generator,
+                          loss_fn=loss_fn, targets=targets, min_units=0)
+    for cfg in hf_configs(model):
+        old = getattr(cfg, "intermediate_size", None)
+        widths = {kept[g.name].numel() for g in groups if g.kind == "neurons" and g.width == old}
+        ffns = sum(1 for g in groups if g.kind == "neurons" and g.width == old)
+        if isinstance(old, int) and len(widths) == 1 and ffns == getattr(cfg, "num_hidden_layers", ffns):
+            cfg.intermediate_size = widths.pop()
     return kept
+
+
+def prune_heads(
+    model: nn.Module,
+    amount: Union[float, int],
+    *,
+    example_inputs: Any = None,
+    criterion: str = "l1",
+    scope: str = "layer",
+    include: Optional[Sequence[str]] = None,
+    generator: Optional[torch.Generator] = None,
+    loss_fn: Optional[LossFn] = None,
+    targets: Optional[Sequence[Any]] = None,
+) -> Dict[str, Tensor]:
+    """Removes ``amount`` of the attention heads (a fraction, or a count per attention block) of every attention
+    block the graph shows (q/k/v projections reshaped into heads, ``scaled_dot_product_attention`` or the
+    matmul/softmax form, reshaped back into an output projection), in place: the heads' q/k/v rows and biases and
+    the output projection's columns. At least one head stays per block. The attention modules' head counts
+    (``num_attention_heads``, ``all_head_size``, ...) are updated; a Hugging Face config's ``num_attention_heads``
+    is not (it sets the head size of a freshly built model: :func:`fastdistill.load` into the original architecture
+    restores the pruned shapes).
+
+    Arguments as :func:`prune_neurons` (``criterion="activation"`` scores a head by the mean |output| it feeds the
+    output projection). Returns ``{attention module name: indices of the kept heads}``.
+
+    Example::
+
+        >>> kept = fastdistill.compress.prune_heads(bert, 0.5, example_inputs=tokenizer(texts, return_tensors="pt",
+        ...                                                                          padding=True))  # doctest: +SKIP
+        >>> bert.encoder.layer[0].attention.self.num_attention_heads  # doctest: +SKIP
+        6
+    """
+    kept, groups = _prune(model, amount, ("heads",), "heads", criterion=criterion, scope=scope,
+                          example_inputs=example_inputs, round_to=1, include=include, generator=generator,
+                          loss_fn=loss_fn, targets=targets, min_units=1)
+    return {(g.owners[0] if g.owners else g.name): kept[g.name] for g in groups}

@@ -155,6 +155,7 @@ def prune(
     include: Filter = None,
     exclude: Filter = None,
     generator: Optional[torch.Generator] = None,
+    calibration: Optional[Sequence] = None,
 ) -> Dict[str, torch.Tensor]:
     """Prunes the weights of the model's Linear and Conv layers in place and keeps them pruned while training.
 
@@ -164,9 +165,12 @@ def prune(
         sparsity: fraction in [0, 1] (or int count) of the candidate weights to prune, over all selected layers
             together (``scope="global"``) or in each layer (``scope="layer"``).
         method: ``"magnitude"`` (smallest |w|; the masks equal ``torch.nn.utils.prune.global_unstructured`` /
-            ``l1_unstructured`` on tie-free weights) or ``"random"``.
+            ``l1_unstructured`` on tie-free weights), ``"random"``, or ``"wanda"`` (smallest |w| x L2 norm of the
+            weight's input feature over ``calibration``, compared within each output row whatever ``scope`` says,
+            as Wanda does; see :func:`fastdistill.wanda_mask`).
         include / exclude: glob patterns of qualified module names (``"encoder.*"``) or ``nn.Module`` classes.
         generator: random source for ``method="random"``.
+        calibration: batches (tensors, argument tuples or keyword dicts) for ``method="wanda"``.
 
     Returns:
         ``{module name: keep-mask}``. Each pruned module also holds the mask as its ``weight_mask`` buffer
@@ -184,15 +188,20 @@ def prune(
     """
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
-    if method not in ("magnitude", "random"):
-        raise ValueError(f"method: expected 'magnitude' or 'random', got {method!r}")
+    if method not in ("magnitude", "random", "wanda"):
+        raise ValueError(f"method: expected 'magnitude', 'random' or 'wanda', got {method!r}")
+    if method == "wanda" and calibration is None:
+        raise ValueError("calibration: method='wanda' needs calibration batches to measure the input norms")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     layers = prunable_layers(model, include, exclude)
     if not layers:
         raise ValueError("model: no Linear/Conv layer matches include/exclude, nothing to prune")
     weights = [m.weight.detach() for _, m in layers]
-    if method == "magnitude":
+    if method == "wanda":
+        from .wanda import wanda_masks
+        masks = wanda_masks(model, layers, sparsity, calibration)
+    elif method == "magnitude":
         if scope == "global":
             masks = pruning.global_magnitude_masks(weights, sparsity)
         else:

@@ -14,14 +14,14 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from .._convert import check_float
 from ..int8 import PackedInt8Weight, _linear_weight_codes, linear_checked, prepack_int8_weight
 from ..quantization import quantize
+from ._packed import PackedWeightModule, check_linear_input
 
 GRANULARITIES = ("channel", "tensor")
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(PackedWeightModule):
     """y = x @ W.T + b with W held as int8 codes and fp32 scales; forward = :func:`fastdistill.int8_linear`.
 
     Buffers (what ``state_dict`` holds): ``weight_int8`` (out x in int8), ``weight_scale`` (out fp32), ``bias``
@@ -45,13 +45,14 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.register_buffer("outlier_channels", torch.zeros(outliers, dtype=torch.int64))
         self.register_buffer("outlier_weight", torch.zeros(out_features, outliers))
-        self._packed: Optional[PackedInt8Weight] = None
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, granularity: str = "channel",
-                   outlier_channels: Optional[Tensor] = None) -> "Int8Linear":
+                   outlier_channels: Optional[Tensor] = None, scale_method: str = "absmax",
+                   fisher: Optional[Tensor] = None) -> "Int8Linear":
         """Quantizes ``linear``'s weight: ``granularity="channel"`` (one scale per output channel) or ``"tensor"``
-        (one scale, as quantize_dynamic's default). ``outlier_channels``: input channels kept in fp32 (see the module
+        (one scale, as quantize_dynamic's default), clip ranges by ``scale_method`` (see
+        :func:`fastdistill.quantize`; ``"fisher"`` with ``fisher``, the weight's shape). ``outlier_channels``: input channels kept in fp32 (see the module
         docstring; :func:`fastdistill.compress.quantize` finds them from calibration batches)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
@@ -64,7 +65,8 @@ class Int8Linear(nn.Module):
             raise ValueError(f"outlier_channels: expected indices in [0, {linear.in_features}), got {idx.tolist()}")
         mod = cls(linear.in_features, linear.out_features, linear.bias is not None, outliers=idx.numel())
         quantized = w.index_fill(1, idx, 0.0) if idx.numel() else w
-        codes, scale = _linear_weight_codes(quantize(quantized, 8, granularity=granularity))
+        codes, scale = _linear_weight_codes(quantize(quantized, 8, granularity=granularity,
+                                                     scale_method=scale_method, fisher=fisher))
         if w.device.type != "cpu":
             mod.to(w.device)
         mod.weight_int8.copy_(codes)
@@ -76,16 +78,10 @@ class Int8Linear(nn.Module):
         mod._repack()
         return mod
 
-    def _repack(self) -> None:
-        # Eagerly, outside forward: torch.compile then traces forward without the packing (or its backend probe).
-        self._packed = prepack_int8_weight(self.weight_int8, self.weight_scale, transposed=True)
+    FP32_BUFFERS = ("weight_scale", "bias", "outlier_weight")
 
-    @property
-    def packed(self) -> PackedInt8Weight:
-        """The weight prepacked for the kernels (rebuilt on conversion, load and device moves)."""
-        if self._packed is None:
-            self._repack()
-        return self._packed
+    def _pack(self) -> PackedInt8Weight:
+        return prepack_int8_weight(self.weight_int8, self.weight_scale, transposed=True)
 
     @property
     def weight(self) -> Tensor:
@@ -96,11 +92,7 @@ class Int8Linear(nn.Module):
         return w
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        check_float(x)
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x: expected last dimension {self.in_features} (in features), got shape {tuple(x.shape)}")
+        check_linear_input(x, self.in_features)
         if self.outlier_channels.numel():
             xo = x.index_select(-1, self.outlier_channels).float()
             y = linear_checked(x.index_fill(-1, self.outlier_channels, 0), self.packed, self.bias)
@@ -108,18 +100,6 @@ class Int8Linear(nn.Module):
         else:
             y = linear_checked(x, self.packed, self.bias)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
-
-    def _apply(self, fn, recurse=True):
-        # .half() / .to(torch.bfloat16) move the module but keep scales, bias and outlier weights fp32 (unrounded):
-        # the kernels' epilogue computes in fp32 and forward already returns the input's dtype.
-        fp32 = {name: getattr(self, name) for name in ("weight_scale", "bias", "outlier_weight")}
-        out = super()._apply(fn, recurse)
-        for name, old in fp32.items():
-            new = getattr(self, name)
-            if new is not None and new.dtype != torch.float32:
-                setattr(self, name, old.to(new.device))
-        self._repack()
-        return out
 
     def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, local_metadata, strict: bool,
                               missing_keys: List[str], unexpected_keys: List[str], error_msgs: List[str]) -> None:
@@ -130,7 +110,6 @@ class Int8Linear(nn.Module):
                 setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        self._repack()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

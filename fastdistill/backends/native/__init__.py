@@ -5,3 +5,5 @@ from . import kd  # noqa: F401
 from . import sparse  # noqa: F401
 from . import int8  # noqa: F401
 from . import data  # noqa: F401
+from . import int4  # noqa: F401
+from . import wanda  # noqa: F401

@@ -6,7 +6,7 @@ rules are documented there. Everything is computed in float32.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -92,10 +92,22 @@ def dequantize_codes(codes: Tensor, scale: Tensor, zp: Tensor, bits: int, scheme
     return (codes - zp[:, None]).float() * s
 
 
-def _reconstruction_error(x: Tensor, lo: Tensor, hi: Tensor, bits: int, scheme: str) -> Tensor:
+def _reconstruction_error(x: Tensor, lo: Tensor, hi: Tensor, bits: int, scheme: str,
+                          weight: Optional[Tensor] = None) -> Tensor:
     scale, zp = scale_zero_point(lo, hi, bits, scheme)
     deq = dequantize_codes(quantize_codes(x, scale, zp, bits, scheme), scale, zp, bits, scheme)
-    return ((deq - x) ** 2).sum(1)
+    err = (deq - x) ** 2
+    return (err * weight if weight is not None else err).sum(1)
+
+
+def search_clip(x: Tensor, lo: Tensor, hi: Tensor, bits: int, scheme: str,
+                weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The clip range ``(lo, hi) * r`` per row, r in MSE_RATIOS, with the smallest (weighted) squared
+    reconstruction error; ties keep the larger ratio."""
+    ratios = torch.tensor(MSE_RATIOS, dtype=torch.float32, device=x.device)
+    errs = torch.stack([_reconstruction_error(x, lo * r, hi * r, bits, scheme, weight) for r in ratios], 1)
+    best = ratios[errs.argmin(1)]
+    return lo * best, hi * best
 
 
 def choose_scale(x: Tensor, bits: int, scheme: str, method: str, percentile: float) -> Tuple[Tensor, Tensor]:
@@ -108,11 +120,7 @@ def choose_scale(x: Tensor, bits: int, scheme: str, method: str, percentile: flo
         return scale_zero_point(zero, zero, bits, scheme)
     lo, hi = _clip_range(x, bits, scheme, "absmax" if method == "mse" else method, percentile)
     if method == "mse":
-        # Smallest squared reconstruction error per row over clip ratios; ties keep the larger ratio.
-        ratios = torch.tensor(MSE_RATIOS, dtype=torch.float32, device=x.device)
-        errs = torch.stack([_reconstruction_error(x, lo * r, hi * r, bits, scheme) for r in ratios], 1)
-        best = ratios[errs.argmin(1)]
-        lo, hi = lo * best, hi * best
+        lo, hi = search_clip(x, lo, hi, bits, scheme)
     return scale_zero_point(lo, hi, bits, scheme)
 
 
@@ -121,6 +129,20 @@ def quantize(x: Tensor, bits: int, scheme: str, method: str, percentile: float) 
     xf = x.detach().float()
     check_finite(xf)
     scale, zp = choose_scale(xf, bits, scheme, method, percentile)
+    if torch.isinf(scale).any():
+        raise ValueError(RANGE_OVERFLOW)
+    return pack(quantize_codes(xf, scale, zp, bits, scheme), bits, scheme), scale, zp
+
+
+@register_kernel("quantize_weighted", "python", devices=DEVICES)
+def quantize_weighted(x: Tensor, weight: Tensor, bits: int, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    xf = x.detach().float()
+    check_finite(xf)
+    if x.shape[1] == 0:
+        scale, zp = choose_scale(xf, bits, scheme, "absmax", 100.0)
+    else:
+        lo, hi = _clip_range(xf, bits, scheme, "absmax", 100.0)
+        scale, zp = scale_zero_point(*search_clip(xf, lo, hi, bits, scheme, weight.float()), bits, scheme)
     if torch.isinf(scale).any():
         raise ValueError(RANGE_OVERFLOW)
     return pack(quantize_codes(xf, scale, zp, bits, scheme), bits, scheme), scale, zp
