@@ -2,7 +2,8 @@
 
 * ``fastdistill._C``: the kernel drivers and scalar tier (``csrc/cpu/*.cpp``, plain C++), the pybind11 glue
   (``csrc/bind/*.cpp``, the only units that include pybind11) and, when the target is x86-64, the AVX2 / AVX-512 /
-  AMX tiers (``csrc/cpu/x86/*.cpp``, the only units with intrinsics and ``#pragma GCC target``; chosen at run time).
+  AMX tiers (``csrc/cpu/x86/*.cpp``, the only units with intrinsics and ``#pragma GCC target``; chosen at run time),
+  or, when the target is aarch64, the NEON / NEON dot-product tiers (``csrc/cpu/arm/*.cpp``).
   C++17, -O3, OpenMP, no debug info, stripped; no ``-march=native``. Sources compile in parallel on every core
   (``FASTDISTILL_BUILD_JOBS`` overrides the count).
 * ``fastdistill._cuda``: every ``csrc/cuda/*.cu`` file, built with nvcc. By default only where a GPU is visible at
@@ -56,6 +57,11 @@ def _target_is_x86() -> bool:
     # sysconfig's platform honours cross-compilation settings (_PYTHON_HOST_PLATFORM); e.g. linux-x86_64
     plat = sysconfig.get_platform().lower()
     return any(tag in plat for tag in ("x86_64", "amd64", "win-amd64"))
+
+
+def _target_is_arm64() -> bool:
+    plat = sysconfig.get_platform().lower()  # e.g. linux-aarch64, macosx-11.0-arm64
+    return "aarch64" in plat or "arm64" in plat
 
 
 def _find_nvcc():
@@ -195,6 +201,8 @@ _install_parallel_compile()
 cpp_sources = sorted(glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/bind/*.cpp"))
 if _target_is_x86():
     cpp_sources += sorted(glob.glob("csrc/cpu/x86/*.cpp"))
+elif _target_is_arm64():
+    cpp_sources += sorted(glob.glob("csrc/cpu/arm/*.cpp"))
 cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
 extensions = [
     Extension(

@@ -32,7 +32,7 @@ def test_every_kernel_has_a_reference_twin():
 @pytest.mark.skipif(os.environ.get("FASTDISTILL_REQUIRE_NATIVE") != "1", reason="set by CI, where the build must work")
 def test_native_backend_built():
     assert fd.info()["backends"]["native"]["usable"], fd.info()["backends"]["native"]["reason"]
-    assert fd.info()["simd"]["level"] in ("scalar", "avx2", "avx512")
+    assert fd.info()["simd"]["level"] in ("scalar", "avx2", "avx512", "neon", "neon_dot")
 
 
 def test_cli_info_json(tmp_path):

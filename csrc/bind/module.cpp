@@ -24,7 +24,8 @@ void bind_simd(py::module_& m) {
           return out;
         }, "SIMD levels compiled into this build that this CPU runs, lowest first.");
   m.def("set_simd_level", &set_simd_level, py::arg("level"),
-        "Force 'scalar', 'avx2' or 'avx512' (at most the detected level); for tests and benchmarks.");
+        "Force a level of this build: 'scalar', 'avx2' or 'avx512' on x86-64, 'scalar', 'neon' or 'neon_dot' on "
+        "aarch64 (at most the detected level); for tests and benchmarks.");
   m.def("cpu_features", [] {
           py::dict d;
           for (const auto& [name, on] : cpu_features()) d[py::str(name)] = on;

@@ -1,5 +1,5 @@
 // Leaf kernels of the int8 GEMM and of per-row activation quantization, compiled once per SIMD tier
-// (int8_scalar.cpp, x86/int8_avx2.cpp, x86/int8_avx512.cpp; see core.h).
+// (int8_scalar.cpp, x86/int8_avx2.cpp, x86/int8_avx512.cpp, arm/int8_neon.cpp, arm/int8_neon_dot.cpp; see core.h).
 //
 // Microkernels (B: one packed panel of kPanel = 64 columns, see int8.h; per group of 4 k, 4 bytes per column):
 // * avx512 (VNNI): A as u8 a + 128; 6 rows x 64 columns in 24 zmm accumulators; per group, 4 panel loads and 6
@@ -16,6 +16,12 @@
 //   multiply-add as the sign trick; measured on Zen 5 (1 thread, 1024 x 1024 weight in L2, M = 16..384): sign trick
 //   99-103, widening 97-103 GMAC/s (the 2 x 16 widening kernel before them: 43-76); at M = 1 the sign trick runs
 //   65 and widening 42 GMAC/s, as widening B costs one vpmovsxbw per 16 multiply-adds when no row shares it.
+// * neon_dot (ARMv8.2 sdot): int8 A as is; 4 rows x 16 columns in 16 q-register accumulators; one 16-byte load of
+//   a row holds 4 groups, and per group 4 panel loads feed 16 sdot (by lane: s8 x s8 -> int32, 4 products summed
+//   per lane, exact for any B including -128).
+// * neon (every aarch64 core): int8 A as is; 4 rows x 8 columns, 16 accumulators of (column, k pair) partial sums;
+//   per row and group of 8 columns 4 smull (s8 x s8 -> s16, |product| <= 16384: exact) and 4 sadalp (pairs into
+//   int32) for 32 multiply-adds; addp folds the pairs per column once per tile. Exact for any B.
 // * scalar: plain loops with wrapping uint32 accumulators on int8 A.
 //
 // Expects, before inclusion: "int8_isa.h", then the tier header (FD_TIER, FD_TIER_NS, FD_TIER_SIMD).
@@ -212,6 +218,84 @@ static void gemm_widen(const void* a, int64_t lda, int64_t rows, const int8_t* p
                   for (int64_t c = 0; c < 8; ++c) widen_kernel<decltype(mr)::value>(ar, lda, panel, kgroups, c, tile);
                 });
 }
+#elif FD_TIER == FD_TIER_NEON_DOT
+// sdot: MR rows x 16 columns of the panel starting at column 16 * c. A 16-byte load of a row covers 4 groups (kgroups
+// is a multiple of 16); sdot by lane takes group t's 4 bytes from lane t.
+template <int MR>
+static inline void sdot_kernel(const int8_t* a, int64_t lda, const int8_t* panel, int64_t kgroups, int64_t c,
+                               int32_t* tile) {
+  int32x4_t acc[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int i = 0; i < 4; ++i) acc[r][i] = vdupq_n_s32(0);
+  const int8_t* bc = panel + 64 * c;
+  for (int64_t g = 0; g < kgroups; g += 4) {
+    int8x16_t va[MR];
+    for (int r = 0; r < MR; ++r) va[r] = vld1q_s8(a + r * lda + 4 * g);
+#define FD_SDOT_GROUP(T)                                                                              \
+  {                                                                                                   \
+    const int8_t* bg = bc + (g + T) * kGroupBytes;                                                    \
+    const int8x16_t b0 = vld1q_s8(bg), b1 = vld1q_s8(bg + 16), b2 = vld1q_s8(bg + 32), b3 = vld1q_s8(bg + 48); \
+    for (int r = 0; r < MR; ++r) {                                                                    \
+      acc[r][0] = vdotq_laneq_s32(acc[r][0], b0, va[r], T);                                           \
+      acc[r][1] = vdotq_laneq_s32(acc[r][1], b1, va[r], T);                                           \
+      acc[r][2] = vdotq_laneq_s32(acc[r][2], b2, va[r], T);                                           \
+      acc[r][3] = vdotq_laneq_s32(acc[r][3], b3, va[r], T);                                           \
+    }                                                                                                 \
+  }
+    FD_SDOT_GROUP(0)
+    FD_SDOT_GROUP(1)
+    FD_SDOT_GROUP(2)
+    FD_SDOT_GROUP(3)
+#undef FD_SDOT_GROUP
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int i = 0; i < 4; ++i) vst1q_s32(tile + r * kPanel + 16 * c + 4 * i, acc[r][i]);
+}
+
+static void gemm_sdot(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
+                      int64_t col0, int64_t ncols, const Int8Epilogue& e) {
+  // column blocks past ncols (a narrow last panel) are zero padding: skipped, their tile entries never read
+  panel_rows<4>(static_cast<const int8_t*>(a), lda, rows, row0, col0, ncols, e,
+                [&](auto mr, const int8_t* ar, int32_t* tile) {
+                  for (int64_t c = 0; c < (ncols + 15) / 16; ++c)
+                    sdot_kernel<decltype(mr)::value>(ar, lda, panel, kgroups, c, tile);
+                });
+}
+#elif FD_TIER == FD_TIER_NEON
+// smull/sadalp: MR rows x 8 columns starting at column 8 * c. Per group, 32 panel bytes (8 columns x 4 k) and
+// each row's 4 bytes of A broadcast (a0..a3 repeated): smull's 8 products of a half register are 2 columns x 4 k,
+// sadalp adds k pairs into int32 lanes (column j's k0+k1, k2+k3, column j+1's ...), addp folds them at the end.
+template <int MR>
+static inline void smull_kernel(const int8_t* a, int64_t lda, const int8_t* panel, int64_t kgroups, int64_t c,
+                                int32_t* tile) {
+  int32x4_t acc[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int i = 0; i < 4; ++i) acc[r][i] = vdupq_n_s32(0);
+  const int8_t* bc = panel + 32 * c;
+  for (int64_t g = 0; g < kgroups; ++g) {
+    const int8x16_t b0 = vld1q_s8(bc + g * kGroupBytes), b1 = vld1q_s8(bc + g * kGroupBytes + 16);
+    for (int r = 0; r < MR; ++r) {
+      const int8x16_t va = vreinterpretq_s8_s32(vdupq_n_s32(load4(a + r * lda + 4 * g)));
+      acc[r][0] = vpadalq_s16(acc[r][0], vmull_s8(vget_low_s8(b0), vget_low_s8(va)));
+      acc[r][1] = vpadalq_s16(acc[r][1], vmull_high_s8(b0, va));
+      acc[r][2] = vpadalq_s16(acc[r][2], vmull_s8(vget_low_s8(b1), vget_low_s8(va)));
+      acc[r][3] = vpadalq_s16(acc[r][3], vmull_high_s8(b1, va));
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    vst1q_s32(tile + r * kPanel + 8 * c, vpaddq_s32(acc[r][0], acc[r][1]));
+    vst1q_s32(tile + r * kPanel + 8 * c + 4, vpaddq_s32(acc[r][2], acc[r][3]));
+  }
+}
+
+static void gemm_smull(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
+                       int64_t col0, int64_t ncols, const Int8Epilogue& e) {
+  panel_rows<4>(static_cast<const int8_t*>(a), lda, rows, row0, col0, ncols, e,
+                [&](auto mr, const int8_t* ar, int32_t* tile) {
+                  for (int64_t c = 0; c < (ncols + 7) / 8; ++c)
+                    smull_kernel<decltype(mr)::value>(ar, lda, panel, kgroups, c, tile);
+                });
+}
 #else
 static void gemm_scalar(const void* a, int64_t lda, int64_t rows, const int8_t* panel, int64_t kgroups, int64_t row0,
                         int64_t col0, int64_t ncols, const Int8Epilogue& e) {
@@ -324,6 +408,37 @@ static void quantize_row_t(const void* x, int64_t k, int8_t* q8, float* scale) {
   for (; i < k; ++i)
     q8[i] = static_cast<int8_t>(std::fmin(std::fmax(std::nearbyint(load_float<D>(x, i) / div), -127.0f), 127.0f));
 }
+#elif FD_TIER >= FD_TIER_NEON
+template <DType D>
+static inline float32x4_t load4f(const void* x, int64_t i) {
+  if constexpr (D == DType::F32) return vld1q_f32(static_cast<const float*>(x) + i);
+  else return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(static_cast<const uint16_t*>(x) + i), 16));
+}
+
+// |x| maxima as integer bit patterns, as in the AVX-512 version (NaN is not skipped); frintn rounds half to even
+// like nearbyint in the default rounding mode.
+template <DType D>
+static void quantize_row_t(const void* x, int64_t k, int8_t* q8, float* scale) {
+  const uint32x4_t abs_mask = vdupq_n_u32(0x7fffffffu);
+  uint32x4_t vmax = vdupq_n_u32(0);
+  int64_t i = 0;
+  for (; i + 4 <= k; i += 4) vmax = vmaxq_u32(vmax, vandq_u32(vreinterpretq_u32_f32(load4f<D>(x, i)), abs_mask));
+  uint32_t absmax_bits = vmaxvq_u32(vmax);
+  for (; i < k; ++i)
+    absmax_bits = std::max(absmax_bits, __builtin_bit_cast(uint32_t, load_float<D>(x, i)) & 0x7fffffffu);
+  if (non_finite_row(absmax_bits, k, q8, scale)) return;
+  const float s = __builtin_bit_cast(float, absmax_bits) / 127.0f;
+  *scale = s;
+  const float div = s == 0.0f ? 1.0f : s;  // all-zero row: every code is 0 either way
+  const float32x4_t vs = vdupq_n_f32(div), lo = vdupq_n_f32(-127.0f), hi = vdupq_n_f32(127.0f);
+  auto codes4 = [&](int64_t at) {
+    const float32x4_t q = vminq_f32(vmaxq_f32(vrndnq_f32(vdivq_f32(load4f<D>(x, at), vs)), lo), hi);
+    return vmovn_s32(vcvtq_s32_f32(q));  // integral values in [-127, 127]: exact
+  };
+  for (i = 0; i + 8 <= k; i += 8) vst1_s8(q8 + i, vmovn_s16(vcombine_s16(codes4(i), codes4(i + 4))));
+  for (; i < k; ++i)
+    q8[i] = static_cast<int8_t>(std::fmin(std::fmax(std::nearbyint(load_float<D>(x, i) / div), -127.0f), 127.0f));
+}
 #else
 template <DType D>
 static void quantize_row_t(const void* x, int64_t k, int8_t* q8, float* scale) {
@@ -354,6 +469,10 @@ const Int8Leaves& tier_leaves<Int8Leaves, FD_TIER_SIMD>() {
 #elif FD_TIER == FD_TIER_AVX2
   static constexpr Int8Gemm fast{"avx2-sign", 2, false, true, prepare_s8_abs, gemm_sign};
   static constexpr Int8Gemm exact{"avx2-widen", 2, false, false, prepare_s16, gemm_widen};
+#elif FD_TIER == FD_TIER_NEON_DOT
+  static constexpr Int8Gemm fast{"neon-sdot", 1, false, true, prepare_s8, gemm_sdot}, exact = fast;
+#elif FD_TIER == FD_TIER_NEON
+  static constexpr Int8Gemm fast{"neon-smull", 1, false, true, prepare_s8, gemm_smull}, exact = fast;
 #else
   static constexpr Int8Gemm fast{"scalar", 1, false, true, prepare_s8, gemm_scalar}, exact = fast;
 #endif

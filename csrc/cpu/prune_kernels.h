@@ -1,6 +1,7 @@
 // Leaf kernels of magnitude pruning, written once as plain loops that the compiler vectorizes (plus AVX-512
-// intrinsics where they pay). Compiled once per SIMD tier (prune_scalar.cpp, x86/prune_avx2.cpp,
-// x86/prune_avx512.cpp; see core.h), so one binary carries every tier and picks one at run time.
+// intrinsics where they pay, and AVX2 / NEON ones for the collect pass and 2:4 masks). Compiled once per SIMD tier
+// (prune_scalar.cpp, x86/prune_avx2.cpp, x86/prune_avx512.cpp, arm/prune_neon.cpp; see core.h), so one binary
+// carries every tier and picks one at run time.
 //
 // Elements are compared by their *magnitude key*: the fp32 bit pattern of |x| (sign bit cleared). For non-negative
 // floats the unsigned order of the bit patterns is the numeric order, inf is 0x7f800000 and every NaN is above it.
@@ -75,6 +76,55 @@ static constexpr PackLanes make_pack_lanes() {
   return t;
 }
 static constexpr PackLanes kPackLanes = make_pack_lanes();
+#elif FD_TIER >= FD_TIER_NEON
+// Keys of 4 elements (as magnitude_key, fp16 with the same branch-free formula).
+template <DType D>
+static inline uint32x4_t load_keys4(const typename Storage<D>::type* p) {
+  if constexpr (D == DType::F32) {
+    return vandq_u32(vld1q_u32(p), vdupq_n_u32(0x7fffffffu));
+  } else if constexpr (D == DType::BF16) {
+    return vshll_n_u16(vand_u16(vld1_u16(p), vdup_n_u16(0x7fff)), 16);
+  } else {
+    const uint32x4_t h = vmovl_u16(vand_u16(vld1_u16(p), vdup_n_u16(0x7fff)));
+    const uint32x4_t normal = vaddq_u32(vshlq_n_u32(h, 13), vdupq_n_u32(0x38000000u));
+    const uint32x4_t sub = vreinterpretq_u32_f32(vmulq_f32(vcvtq_f32_u32(h), vdupq_n_f32(0x1p-24f)));
+    const uint32x4_t infnan = vorrq_u32(vshlq_n_u32(h, 13), vdupq_n_u32(0x7f800000u));
+    const uint32x4_t big = vbslq_u32(vcgeq_u32(h, vdupq_n_u32(0x7c00u)), infnan, normal);
+    return vbslq_u32(vcltq_u32(h, vdupq_n_u32(0x400u)), sub, big);
+  }
+}
+
+// NEON has no compress store: kPackBytes[m] is the tbl shuffle that moves the 32-bit lanes set in the 4-bit mask m
+// to the front, in order (bytes past them select 0).
+struct PackBytes {
+  uint8_t idx[16][16];
+};
+static constexpr PackBytes make_pack_bytes() {
+  PackBytes t{};
+  for (int m = 0; m < 16; ++m) {
+    int j = 0;
+    for (int b = 0; b < 4; ++b)
+      if ((m >> b) & 1) {
+        for (int t8 = 0; t8 < 4; ++t8) t.idx[m][4 * j + t8] = static_cast<uint8_t>(4 * b + t8);
+        ++j;
+      }
+    for (int q = 4 * j; q < 16; ++q) t.idx[m][q] = 0xff;
+  }
+  return t;
+}
+static constexpr PackBytes kPackBytes = make_pack_bytes();
+
+// The 4-bit mask of a compare result's all-ones lanes.
+static inline uint32_t lane_bits4(uint32x4_t m) {
+  const uint32x4_t weights = {1, 2, 4, 8};
+  return vaddvq_u32(vandq_u32(m, weights));
+}
+
+// Keep-flags (0 / 1 bytes) of 4 compare results.
+static inline uint8x8_t flags4(uint32x4_t m) {
+  const uint16x4_t h = vmovn_u32(m);
+  return vand_u8(vmovn_u16(vcombine_u16(h, h)), vdup_n_u8(1));
+}
 #endif
 
 // Histograms: key >> 16 (kHiBins bins) over a range, and key & 0xffff (kLoBins bins) over the elements whose
@@ -265,6 +315,33 @@ static int64_t collect_t(const void* data, int64_t n, uint32_t lo, uint32_t hi, 
     j += __builtin_popcount(in);
   }
   c = {hsum8(nb), hsum8(nlo), hsum8(nhi), hsum8(nnv)};
+#elif FD_TIER >= FD_TIER_NEON
+  // Keys and bounds are at most 0x7fffffff: unsigned compares order them. Counts gather per lane (subtracting
+  // all-ones compare results) and the bracketed keys are left-packed with tbl.
+  const uint32x4_t vlo = vdupq_n_u32(lo), vhi = vdupq_n_u32(hi), vinf = vdupq_n_u32(0x7f800000u);
+  const uint32x4_t iota = {0, 1, 2, 3};
+  uint32x4_t nb = vdupq_n_u32(0), nlo = nb, nhi = nb, nnv = nb;
+  for (; i + 4 <= n; i += 4) {
+    const uint32x4_t k = load_keys4<D>(p + i);
+    const uint32x4_t lt = vcltq_u32(k, vlo), at_lo = vceqq_u32(k, vlo), at_hi = vceqq_u32(k, vhi);
+    nb = vsubq_u32(nb, lt);
+    nlo = vsubq_u32(nlo, at_lo);
+    nhi = vsubq_u32(nhi, at_hi);
+    nnv = vsubq_u32(nnv, vcgtq_u32(k, vinf));
+    uint32x4_t in = vbicq_u32(vcleq_u32(k, vhi), lt);
+    if constexpr (!Mark) in = vbicq_u32(in, vorrq_u32(at_lo, at_hi));
+    const uint32_t bits = lane_bits4(in);
+    if (j + 4 > cap) return -1;
+    const uint8x16_t shuffle = vld1q_u8(kPackBytes.idx[bits]);
+    vst1q_u32(out + j, vreinterpretq_u32_u8(vqtbl1q_u8(vreinterpretq_u8_u32(k), shuffle)));
+    if constexpr (Mark) {
+      vst1_lane_u32(reinterpret_cast<uint32_t*>(mask + i), vreinterpret_u32_u8(flags4(vmvnq_u32(lt))), 0);
+      const uint32x4_t at = vaddq_u32(iota, vdupq_n_u32(static_cast<uint32_t>(i)));
+      vst1q_u32(idx + j, vreinterpretq_u32_u8(vqtbl1q_u8(vreinterpretq_u8_u32(at), shuffle)));
+    }
+    j += __builtin_popcount(bits);
+  }
+  c = {vaddvq_u32(nb), vaddvq_u32(nlo), vaddvq_u32(nhi), vaddvq_u32(nnv)};
 #else
   for (int64_t e = kBlock; e <= n; e += kBlock) {
     if (j + kBlock > cap) return -1;  // the branch-free append below may write one slot past the last candidate
@@ -431,6 +508,38 @@ static int64_t nm4_vec(const typename Storage<D>::type* p, int64_t groups, int64
     _mm_storel_epi64(reinterpret_cast<__m128i*>(mask + g * 4), _mm_and_si128(_mm_packs_epi16(w16, w16), ones8));
   }
   *nans += hsum8(nn);
+  return g;
+}
+#elif FD_TIER >= FD_TIER_NEON
+// One group per vector (vext rotates it), four groups per 16-byte mask store. Keys are unsigned-ordered.
+template <DType D>
+static int64_t nm4_vec(const typename Storage<D>::type* p, int64_t groups, int64_t n, uint8_t* mask,
+                       int64_t* nans) {
+  const uint32x4_t keep_below = vdupq_n_u32(static_cast<uint32_t>(n)), vinf = vdupq_n_u32(0x7f800000u);
+  const uint32x4_t tie1 = {0, 0, 0, ~0u}, tie2 = {0, 0, ~0u, ~0u}, tie3 = {0, ~0u, ~0u, ~0u};
+  uint32x4_t nn = vdupq_n_u32(0);
+  auto keep = [&](const typename Storage<D>::type* q) {  // all-ones where the element's rank < n
+    const uint32x4_t k = load_keys4<D>(q);
+    nn = vsubq_u32(nn, vcgtq_u32(k, vinf));
+    uint32x4_t rank = vdupq_n_u32(0);
+#define FD_NM4_ROTATION(R, TIE_LANES)                                                                    \
+  {                                                                                                      \
+    const uint32x4_t o = vextq_u32(k, k, R);                                                             \
+    rank = vsubq_u32(rank, vorrq_u32(vcgtq_u32(o, k), vandq_u32(vceqq_u32(o, k), TIE_LANES)));           \
+  }
+    FD_NM4_ROTATION(1, tie1)
+    FD_NM4_ROTATION(2, tie2)
+    FD_NM4_ROTATION(3, tie3)
+#undef FD_NM4_ROTATION
+    return vmovn_u32(vcltq_u32(rank, keep_below));
+  };
+  int64_t g = 0;
+  for (; g + 4 <= groups; g += 4) {
+    const uint8x8_t lo = vmovn_u16(vcombine_u16(keep(p + g * 4), keep(p + g * 4 + 4)));
+    const uint8x8_t hi = vmovn_u16(vcombine_u16(keep(p + g * 4 + 8), keep(p + g * 4 + 12)));
+    vst1q_u8(mask + g * 4, vandq_u8(vcombine_u8(lo, hi), vdupq_n_u8(1)));
+  }
+  *nans += vaddvq_u32(nn);
   return g;
 }
 #endif

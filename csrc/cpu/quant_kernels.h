@@ -1,6 +1,6 @@
 // Leaf kernels of linear quantization, written once as plain loops that the compiler vectorizes. Compiled once per
-// SIMD tier (quant_scalar.cpp, x86/quant_avx2.cpp, x86/quant_avx512.cpp; see core.h), so one binary carries every
-// tier and picks one at run time.
+// SIMD tier (quant_scalar.cpp, x86/quant_avx2.cpp, x86/quant_avx512.cpp, arm/quant_neon.cpp; see core.h), so one
+// binary carries every tier and picks one at run time.
 //
 // Codes must equal the pure-torch reference bit for bit, so the arithmetic is the reference's: the true fp32
 // quotient x / scale (no reciprocal), clamped to the integer code range, then rounded half-to-even. Clamping before

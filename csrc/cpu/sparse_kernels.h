@@ -1,5 +1,6 @@
 // Leaf kernels of CSR sparse matmul, written once over a tiny vector abstraction (VF: one register of `kLanes`
-// floats). Compiled once per SIMD tier (sparse_scalar.cpp, x86/sparse_avx2.cpp, x86/sparse_avx512.cpp; see core.h),
+// floats). Compiled once per SIMD tier (sparse_scalar.cpp, x86/sparse_avx2.cpp, x86/sparse_avx512.cpp,
+// arm/sparse_neon.cpp; see core.h),
 // so one binary carries every tier.
 //
 // Two shapes of work, both row-parallel over output features (each thread owns whole rows: no atomics):
@@ -36,6 +37,14 @@ static inline VF vset1(float a) { return _mm256_set1_ps(a); }
 static inline VF vload(const float* p) { return _mm256_loadu_ps(p); }
 static inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }
 static inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+#elif FD_TIER >= FD_TIER_NEON
+using VF = float32x4_t;
+constexpr int kLanes = 4;
+static inline VF vzero() { return vdupq_n_f32(0.0f); }
+static inline VF vset1(float a) { return vdupq_n_f32(a); }
+static inline VF vload(const float* p) { return vld1q_f32(p); }
+static inline void vstore(float* p, VF v) { vst1q_f32(p, v); }
+static inline VF vfma(VF a, VF b, VF c) { return vfmaq_f32(c, a, b); }
 #else
 using VF = float;
 constexpr int kLanes = 1;
@@ -135,6 +144,38 @@ static inline float sparse_dot(const void* idx, const void* vals, int64_t b, int
   alignas(32) float s[8];
   _mm256_store_ps(s, _mm256_add_ps(acc0, acc1));
   sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+#elif FD_TIER >= FD_TIER_NEON
+  // No gather instruction: 4 indices clamped in a register, their x loaded one by one, multiplied as a vector.
+  const uint32x4_t lastv = vdupq_n_u32(last);
+  uint32x4_t maxv = vdupq_n_u32(0);
+  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0;
+  auto load4 = [&](int64_t at) {
+    uint32x4_t c;
+    if constexpr (I16) c = vmovl_u16(vld1_u16(static_cast<const uint16_t*>(idx) + at));
+    else c = vreinterpretq_u32_s32(vld1q_s32(static_cast<const int32_t*>(idx) + at));
+    maxv = vmaxq_u32(maxv, c);
+    alignas(16) uint32_t ci[4];
+    vst1q_u32(ci, vminq_u32(c, lastv));
+    const float32x4_t xv = {x[ci[0]], x[ci[1]], x[ci[2]], x[ci[3]]};
+    float32x4_t v;
+    if constexpr (V == Val::BF16) {
+      v = vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(static_cast<const uint16_t*>(vals) + at), 16));
+    } else if constexpr (V == Val::I8) {
+      int32_t w;  // exactly 4 codes (8-byte loads would read past the last row's values)
+      std::memcpy(&w, static_cast<const int8_t*>(vals) + at, 4);
+      v = vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w))))));
+    } else {
+      v = vld1q_f32(static_cast<const float*>(vals) + at);
+    }
+    return vmulq_f32(v, xv);
+  };
+  for (; j + 8 <= e; j += 8) {
+    acc0 = vaddq_f32(acc0, load4(j));
+    acc1 = vaddq_f32(acc1, load4(j + 4));
+  }
+  for (; j + 4 <= e; j += 4) acc0 = vaddq_f32(acc0, load4(j));
+  *maxc = std::max(*maxc, vmaxvq_u32(maxv));
+  sum = vaddvq_f32(vaddq_f32(acc0, acc1));
 #endif
   for (; j < e; ++j) {
     const uint32_t c = col_at<I16>(idx, j);
