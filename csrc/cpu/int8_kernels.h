@@ -219,8 +219,8 @@ static void gemm_widen(const void* a, int64_t lda, int64_t rows, const int8_t* p
                 });
 }
 #elif FD_TIER == FD_TIER_NEON_DOT
-// sdot: MR rows x 16 columns of the panel starting at column 16 * c. A 16-byte load of a row covers 4 groups (kgroups
-// is a multiple of 16); sdot by lane takes group t's 4 bytes from lane t.
+// sdot: MR rows x 16 columns of the panel starting at column 16 * c. A 16-byte load of a row covers 4 groups; sdot by
+// lane takes group t's 4 bytes from lane t.
 template <int MR>
 static inline void sdot_kernel(const int8_t* a, int64_t lda, const int8_t* panel, int64_t kgroups, int64_t c,
                                int32_t* tile) {
@@ -228,9 +228,6 @@ static inline void sdot_kernel(const int8_t* a, int64_t lda, const int8_t* panel
   for (int r = 0; r < MR; ++r)
     for (int i = 0; i < 4; ++i) acc[r][i] = vdupq_n_s32(0);
   const int8_t* bc = panel + 64 * c;
-  for (int64_t g = 0; g < kgroups; g += 4) {
-    int8x16_t va[MR];
-    for (int r = 0; r < MR; ++r) va[r] = vld1q_s8(a + r * lda + 4 * g);
 #define FD_SDOT_GROUP(T)                                                                              \
   {                                                                                                   \
     const int8_t* bg = bc + (g + T) * kGroupBytes;                                                    \
@@ -242,12 +239,23 @@ static inline void sdot_kernel(const int8_t* a, int64_t lda, const int8_t* panel
       acc[r][3] = vdotq_laneq_s32(acc[r][3], b3, va[r], T);                                           \
     }                                                                                                 \
   }
+  int64_t g = 0;
+  for (; g + 4 <= kgroups; g += 4) {
+    int8x16_t va[MR];
+    for (int r = 0; r < MR; ++r) va[r] = vld1q_s8(a + r * lda + 4 * g);
     FD_SDOT_GROUP(0)
     FD_SDOT_GROUP(1)
     FD_SDOT_GROUP(2)
     FD_SDOT_GROUP(3)
-#undef FD_SDOT_GROUP
   }
+  // A GEMM's kgroups is a multiple of 16, but int4's W4A8 multiplies one scale group (group_size / 4 groups) at a
+  // time: the rest one group each, its 4 bytes in lane 0 (never loading A or B past the group).
+  for (; g < kgroups; ++g) {
+    int8x16_t va[MR];
+    for (int r = 0; r < MR; ++r) va[r] = vreinterpretq_s8_s32(vdupq_n_s32(load4(a + r * lda + 4 * g)));
+    FD_SDOT_GROUP(0)
+  }
+#undef FD_SDOT_GROUP
   for (int r = 0; r < MR; ++r)
     for (int i = 0; i < 4; ++i) vst1q_s32(tile + r * kPanel + 16 * c + 4 * i, acc[r][i]);
 }

@@ -643,7 +643,7 @@ bool level_raises(const char* name, const char* says) {
 
 void test_int4(const std::vector<Simd>& tiers) {
   const int64_t sizes[][4] = {{1, 64, 8, 64}, {3, 256, 70, 128}, {5, 128, 64, 32}, {17, 384, 130, 128},
-                              {0, 64, 8, 64},  {2, 64, 0, 16}};  // m, k, n, group_size
+                              {0, 64, 8, 64},  {2, 64, 0, 16},    {3, 12, 9, 4},    {6, 40, 65, 8}};  // m, k, n, g
   Rng rng(4);
   for (const auto& sz4 : sizes) {
     const int64_t m = sz4[0], k = sz4[1], n = sz4[2], g = sz4[3];
