@@ -41,6 +41,7 @@ def test_quick_report_rows(quick_report):
 
 
 def test_outputs_are_written_whole(quick_report, tmp_path):
+    pytest.importorskip("matplotlib")  # an optional extra ("plot"); the run without it is tested below
     written = demo.write_outputs(quick_report, str(tmp_path / "out"))
     assert sorted(os.path.basename(p) for p in written) == ["accuracy_vs_size.png", "report.json"]
     assert json.loads((tmp_path / "out" / "report.json").read_text())["rows"][0]["name"] == "teacher"
