@@ -148,14 +148,19 @@ def at_simd_level(level: Optional[str]) -> Iterator[None]:
         c.set_simd_level(before)
 
 
+def suite_names(names: Optional[List[str]] = None) -> List[str]:
+    """``names`` checked against the registered suites (ValueError naming them), or every suite."""
+    _load_suites()
+    for name in names or ():
+        if name not in SUITES:
+            raise ValueError(f"suite: expected one of {sorted(SUITES)}, got {name!r}")
+    return list(names or SUITES)
+
+
 def run(names: Optional[List[str]] = None, quick: bool = False,
         levels: Optional[List[Optional[str]]] = None) -> Iterator[Row]:
     """Rows of the named suites (default: all), at each of ``levels`` in turn (default: the level in use)."""
-    _load_suites()
-    names = names or list(SUITES)
-    for name in names:
-        if name not in SUITES:
-            raise ValueError(f"suite: expected one of {sorted(SUITES)}, got {name!r}")
+    names = suite_names(names)
     for level in levels or simd_levels(None):
         with at_simd_level(level):
             for name in names:

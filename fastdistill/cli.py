@@ -61,11 +61,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     try:
         levels = bench.simd_levels(args.simd)
+        names = bench.suite_names(args.suite)
     except ValueError as exc:
         print(f"fastdistill bench: {exc}", file=sys.stderr)
         return 2
     print(f"machine: {bench.machine()}", file=sys.stderr)
-    for row in bench.run(args.suite or None, quick=args.quick, levels=levels):
+    for row in bench.run(names, quick=args.quick, levels=levels):
         rows.append(row)
         print(f"  [{row.simd}] {row.suite} {row.case}: {row.ours} {row.ours_ms:.3g} ms vs {row.peer} "
               f"{row.peer_ms:.3g} ms (x{row.ratio:.2f})", file=sys.stderr)

@@ -50,6 +50,13 @@ def test_cli_bench_quick_json(tmp_path):
     assert rows and all(r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
 
 
+def test_cli_bench_unknown_suite_is_a_usage_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fastdistill.cli", "bench", "prune", "nosuch"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path, env=SUB_ENV)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "suite: expected one of" in out.stderr and "'nosuch'" in out.stderr and not out.stdout
+
+
 def test_set_backend_and_env(tmp_path):
     before = fd.get_backend()
     fd.set_backend("python")
