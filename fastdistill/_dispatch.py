@@ -246,23 +246,27 @@ def use_backend(name: str) -> Iterator[None]:
         _OVERRIDE.reset(token)
 
 
-_CANDIDATES: Dict[Tuple[str, str, str], List[Tuple[str, Kernel]]] = {}
+_USABLE: Dict[Tuple[str, str, str], Optional[Kernel]] = {}
 
 
-def _candidates(op: str, choice: str, device: str) -> List[Tuple[str, Kernel]]:
+def _usable_kernel(op: str, backend: str, device: str) -> Optional[Kernel]:
+    """``backend``'s kernel of ``op`` if the backend is usable here and the kernel runs on ``device``, worked out once
+    (a per-call cost at M = 1). A backend is loaded only when a call reaches it: the first call that the native
+    kernel serves never imports Numba (about 0.2 s)."""
+    key = (op, backend, device)
+    if key not in _USABLE:
+        kernel = _REGISTRY.kernels.get((op, backend)) if backend_unavailable_reason(backend) is None else None
+        _USABLE[key] = kernel if kernel is not None and device in kernel.devices else None
+    return _USABLE[key]
+
+
+def _candidates(op: str, choice: str, device: str) -> Iterator[Tuple[str, Kernel]]:
     """The (backend, kernel) pairs, in the order ``choice`` tries them, whose backend is usable and that run on
-    ``device``: what does not depend on the arguments' values, worked out once (a per-call cost at M = 1)."""
-    key = (op, choice, device)
-    found = _CANDIDATES.get(key)
-    if found is None:
-        order = AUTO_ORDER.get(device, _DEFAULT_ORDER) if choice == "auto" else (choice,)
-        found = []
-        for backend in order:
-            kernel = _REGISTRY.kernels.get((op, backend)) if backend_unavailable_reason(backend) is None else None
-            if kernel is not None and device in kernel.devices:
-                found.append((backend, kernel))
-        _CANDIDATES[key] = found
-    return found
+    ``device``."""
+    for backend in AUTO_ORDER.get(device, _DEFAULT_ORDER) if choice == "auto" else (choice,):
+        kernel = _usable_kernel(op, backend, device)
+        if kernel is not None:
+            yield backend, kernel
 
 
 def select_kernel(op: str, args: Sequence[Any]) -> Tuple[str, Callable[..., Any]]:
