@@ -12,11 +12,10 @@ Run: ``python examples/digits_compress.py [--threads 2] [--tier avx2] [--part 1 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 
-from minilm_common import latencies, setup_tier
+from minilm_common import example_parser, latencies
 
 
 def cnn():
@@ -135,12 +134,7 @@ def scale_methods(seeds=(0, 1, 2, 3, 4)) -> None:
 
 
 def main() -> None:
-    tier = setup_tier()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tier", default=tier)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="cpu: this process's CPU time (one thread on a busy machine)")
+    parser = example_parser()
     parser.add_argument("--part", type=int, nargs="*", default=[1, 2, 3])
     args = parser.parse_args()
 

@@ -9,6 +9,7 @@ tier (``FASTDISTILL_SIMD``) and PyTorch's peers limited the same way (``ATEN_CPU
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import os
@@ -21,6 +22,17 @@ from typing import Callable, Dict, List, Sequence
 
 AVX2_ENV = {"FASTDISTILL_SIMD": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2",
             "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def example_parser() -> argparse.ArgumentParser:
+    """The options every example here takes: --threads, --tier (after setup_tier's re-execution) and --clock."""
+    tier = setup_tier()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tier", default=tier)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time (one thread on a busy machine)")
+    return parser
 
 
 def setup_tier() -> str:

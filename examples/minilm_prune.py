@@ -9,10 +9,16 @@ Run: ``python examples/minilm_prune.py [--threads 2] [--steps 600] [--tier avx2]
 """
 from __future__ import annotations
 
-import argparse
 import copy
 
-from minilm_common import corpus, cosine, latencies, load, sentence_encoder, setup_tier
+from minilm_common import (
+    corpus,
+    cosine,
+    example_parser,
+    latencies,
+    load,
+    sentence_encoder,
+)
 
 
 def recover(teacher, student, batches, layer_map, steps: int, lr: float) -> None:
@@ -34,14 +40,9 @@ def recover(teacher, student, batches, layer_map, steps: int, lr: float) -> None
 
 
 def main() -> None:
-    tier = setup_tier()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
+    parser = example_parser()
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--tier", default=tier)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="cpu: this process's CPU time (one thread on a busy machine)")
     args = parser.parse_args()
 
     import torch

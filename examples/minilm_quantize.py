@@ -7,22 +7,16 @@ for the ONNX row).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import tempfile
 import warnings
 
-from minilm_common import corpus, cosine, embed, latencies, load, setup_tier
+from minilm_common import corpus, cosine, embed, example_parser, latencies, load
 
 
 def main() -> None:
-    tier = setup_tier()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tier", default=tier)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="cpu: this process's CPU time (one thread on a busy machine)")
+    parser = example_parser()
     args = parser.parse_args()
 
     import torch
