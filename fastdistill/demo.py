@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -220,7 +221,9 @@ def run_seed(seed: int, epochs: int, progress: bool = False) -> Dict[str, Dict[s
     record(f"{SPARSITY:.0%} pruned", pruned, fast=sparse, peer=pruned)
 
     int8 = compress.quantize(pruned)
-    peer = torch.ao.quantization.quantize_dynamic(copy.deepcopy(pruned), {nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch deprecates the quantized tensors its own peer is made of
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+        peer = torch.ao.quantization.quantize_dynamic(copy.deepcopy(pruned), {nn.Linear}, dtype=torch.qint8)
     record(f"{SPARSITY:.0%} pruned + int8", pruned, fast=int8, peer=peer, nbytes=model_size(int8))
 
     with tempfile.TemporaryDirectory() as tmp:
