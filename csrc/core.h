@@ -72,6 +72,13 @@ inline int clamp_threads(int nthreads) { return nthreads < 1 ? 1 : nthreads; }
 template <typename Table, Simd S>
 const Table& tier_leaves();  // defined by each tier's translation unit (see above)
 
+// Tier S runs tier From's table of Table (a family without kernels of its own at S). Inside namespace fd.
+#define FD_ALIAS_TIER_LEAVES(Table, S, From) \
+  template <>                                 \
+  const Table& tier_leaves<Table, S>() {      \
+    return tier_leaves<Table, From>();        \
+  }
+
 #define FD_DECLARE_ONE_TIER_LEAVES(Table, S) \
   template <>                                \
   const Table& tier_leaves<Table, S>();

@@ -17,9 +17,6 @@ namespace {
 
 // Rows one task multiplies with one panel: a multiple of every leaf's row count (6, 4, 2, 1).
 constexpr int64_t kRowBlock = 96;
-// Below this many elements the activations are prepared on the calling thread (see int8.cpp: on a busy machine
-// every extra parallel region can wait out a descheduled thread).
-constexpr int64_t kParallelRowsMinElems = 1 << 18;
 
 void check_sizes(int64_t k, int64_t n, int64_t g) {
   if (k < 0 || n < 0) throw std::invalid_argument("int4: expected non-negative sizes");
@@ -100,7 +97,6 @@ void int4_linear(const void* xp, DType dt, int64_t m, int64_t k, const uint8_t* 
   const float* sp = reinterpret_cast<const float*>(packed + int4_code_bytes(k, n));
   const int32_t* cp = reinterpret_cast<const int32_t*>(sp + panels * groups * kInt4Panel);
   const Int4Leaves& leaf = int4_leaves();
-  const int row_threads = m * k >= kParallelRowsMinElems ? nthreads : 1;
   auto panel = [&](int64_t p) {
     return Int4Panel{packed + p * (k / 4) * kInt4GroupBytes, sp + p * groups * kInt4Panel,
                      cp + p * groups * kInt4Panel, groups, gk, p * kInt4Panel, std::min(kInt4Panel, n - p * kInt4Panel)};
@@ -144,7 +140,7 @@ void int4_linear(const void* xp, DType dt, int64_t m, int64_t k, const uint8_t* 
   if (dt == DType::BF16) {  // bf16 -> fp32 once: the leaves broadcast fp32 activations
     xf.resize(static_cast<size_t>(m * k));
     const auto* bits = static_cast<const uint16_t*>(xp);
-#pragma omp parallel for num_threads(row_threads) schedule(static)
+#pragma omp parallel for num_threads(row_threads(m, k, nthreads)) schedule(static)
     for (int64_t i = 0; i < m * k; ++i) {
       const uint32_t w = static_cast<uint32_t>(bits[i]) << 16;
       std::memcpy(&xf[static_cast<size_t>(i)], &w, 4);

@@ -28,8 +28,6 @@ static_assert(kRowBlock % 32 == 0, "row blocks hold whole AMX tiles");
 // Measured on the shared 2-core box, median int8_linear at M <= 16: 15 ms with two regions, 7 ms (the peer's) with one.
 constexpr int64_t kParallelRowsMinElems = 1 << 18;
 
-int row_threads(int64_t m, int64_t k, int nthreads) { return m * k >= kParallelRowsMinElems ? nthreads : 1; }
-
 std::atomic<bool> g_amx{true};
 
 // The GEMM for m rows of A times a B that holds -128 or not: at the avx512 tier AMX tiles where available (for
@@ -68,6 +66,8 @@ void run_gemm(const Int8Gemm& gemm, const void* a, int64_t lda, int64_t m, const
 }
 
 }  // namespace
+
+int row_threads(int64_t m, int64_t k, int nthreads) { return m * k >= kParallelRowsMinElems ? nthreads : 1; }
 
 // The tier's leaves; an AVX-512 CPU without VNNI runs the avx2 tier's (the avx512 int8 unit is built for VNNI).
 const Int8Leaves& int8_leaves() {

@@ -51,6 +51,9 @@ struct Int8Leaves {
 
 FD_DECLARE_TIER_LEAVES(Int8Leaves)
 
+// Threads for a pass over the m x k activations: nthreads, or 1 below about 2^18 elements (int8.cpp says why).
+int row_threads(int64_t m, int64_t k, int nthreads);
+
 // The running tier's leaves (an AVX-512 CPU without VNNI gets the avx2 tier's); AMX is chosen apart (int8.cpp).
 const Int8Leaves& int8_leaves();
 

@@ -6,14 +6,10 @@
 #include "cpu/wanda_isa.h"
 
 namespace fd {
-#define FD_SCALAR_LEAVES_AT(Table, S) \
-  template <>                         \
-  const Table& tier_leaves<Table, S>() { return tier_leaves<Table, Simd::Scalar>(); }
-FD_SCALAR_LEAVES_AT(DataLeaves, Simd::Neon)
-FD_SCALAR_LEAVES_AT(DataLeaves, Simd::NeonDot)
-FD_SCALAR_LEAVES_AT(Int4Leaves, Simd::Neon)
-FD_SCALAR_LEAVES_AT(Int4Leaves, Simd::NeonDot)
-FD_SCALAR_LEAVES_AT(WandaLeaves, Simd::Neon)
-FD_SCALAR_LEAVES_AT(WandaLeaves, Simd::NeonDot)
-#undef FD_SCALAR_LEAVES_AT
+FD_ALIAS_TIER_LEAVES(DataLeaves, Simd::Neon, Simd::Scalar)
+FD_ALIAS_TIER_LEAVES(DataLeaves, Simd::NeonDot, Simd::Scalar)
+FD_ALIAS_TIER_LEAVES(Int4Leaves, Simd::Neon, Simd::Scalar)
+FD_ALIAS_TIER_LEAVES(Int4Leaves, Simd::NeonDot, Simd::Scalar)
+FD_ALIAS_TIER_LEAVES(WandaLeaves, Simd::Neon, Simd::Scalar)
+FD_ALIAS_TIER_LEAVES(WandaLeaves, Simd::NeonDot, Simd::Scalar)
 }  // namespace fd

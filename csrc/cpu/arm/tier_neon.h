@@ -17,10 +17,7 @@
 
 // The families whose kernels have nothing that the dot product changes run their neon leaves at neon_dot too
 // (one compiled copy): a neon tier file ends with FD_NEON_LEAVES_AT_NEON_DOT(Table).
-#define FD_NEON_LEAVES_AT_NEON_DOT(Table)                                       \
-  namespace fd {                                                                \
-  template <>                                                                   \
-  const Table& tier_leaves<Table, Simd::NeonDot>() {                            \
-    return tier_leaves<Table, Simd::Neon>();                                    \
-  }                                                                             \
+#define FD_NEON_LEAVES_AT_NEON_DOT(Table)                          \
+  namespace fd {                                                   \
+  FD_ALIAS_TIER_LEAVES(Table, Simd::NeonDot, Simd::Neon)           \
   }
